@@ -1,0 +1,20 @@
+"""Models as pure functions over params pytrees."""
+
+from vaerob_jax.models.backbones import BACKBONES, make_backbone
+from vaerob_jax.models.vae import (
+    LIKELIHOODS,
+    VAE,
+    log_likelihood_from_logits,
+    make_vae,
+    soft_clamp,
+)
+
+__all__ = [
+    "BACKBONES",
+    "LIKELIHOODS",
+    "VAE",
+    "log_likelihood_from_logits",
+    "make_backbone",
+    "make_vae",
+    "soft_clamp",
+]

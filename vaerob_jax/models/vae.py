@@ -1,0 +1,161 @@
+"""Gaussian VAE as a set of pure functions over a params pytree (DESIGN.md contract).
+
+Every function accepts either one example (``x`` of shape ``image_shape``, ``z`` of shape
+``(latent_dim,)``) or a batch with one leading axis; library code writes for one example and
+lifts with ``jax.vmap`` (the conv batching rule folds the vmapped axis into the conv batch).
+
+Example:
+    >>> model = make_vae("burgess64", image_shape=(64, 64, 3), latent_dim=16)
+    >>> params = model.init(jax.random.key(0))
+    >>> mu, logvar = model.encode(params, x)          # x: (64, 64, 3) in [0, 1]
+    >>> x_hat = model.reconstruct(params, x)         # g(mu(x)), the paper's ML reconstruction
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vaerob_jax.models.backbones import make_backbone
+
+Params = Any
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def soft_clamp(x: jax.Array, low: float, high: float) -> jax.Array:
+    """Smoothly maps R onto (low, high) with unit slope at the midpoint (keeps gradients alive).
+
+    Used on the raw log-variance so exp(logvar) can neither overflow nor underflow, without
+    the dead gradients of a hard clip.
+    """
+    mid, half = 0.5 * (low + high), 0.5 * (high - low)
+    return mid + half * jnp.tanh((x - mid) / half)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAE:
+    """A Gaussian-encoder VAE exposed as pure functions of (params, inputs).
+
+    Attributes:
+      encoder, decoder: Flax Linen modules (batched); private to the models package.
+      image_shape: (H, W, C) of one input, pixels in [0, 1].
+      latent_dim: size of z.
+      likelihood: 'bernoulli' (decoder emits logits) or 'gaussian' (decoder mean is
+        sigmoid(output), fixed observation std ``obs_std``).
+      logvar_range: the open interval the encoder log-variance is soft-clamped into.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    image_shape: tuple[int, int, int]
+    latent_dim: int
+    likelihood: str = "bernoulli"
+    obs_std: float = 0.1
+    logvar_range: tuple[float, float] = (-12.0, 8.0)
+    backbone: str = ""
+
+    # -- construction -------------------------------------------------------------------------
+    def init(self, key: jax.Array, example_x: jax.Array | None = None) -> Params:
+        """Initial params ``{'encoder': ..., 'decoder': ...}`` from an explicit key."""
+        k_enc, k_dec = jax.random.split(key)
+        x = jnp.zeros((1, *self.image_shape)) if example_x is None else self._batched(example_x)[0]
+        z = jnp.zeros((1, self.latent_dim))
+        return {
+            "encoder": self.encoder.init(k_enc, x)["params"],
+            "decoder": self.decoder.init(k_dec, z)["params"],
+        }
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _batched(self, x: jax.Array) -> tuple[jax.Array, bool]:
+        x = jnp.asarray(x)
+        if x.shape == tuple(self.image_shape):
+            return x[None], True
+        if x.ndim == 4 and x.shape[1:] == tuple(self.image_shape):
+            return x, False
+        raise ValueError(
+            f"expected an image of shape {tuple(self.image_shape)} or a batch (N, "
+            f"{', '.join(map(str, self.image_shape))}), got {x.shape}"
+        )
+
+    def _batched_z(self, z: jax.Array) -> tuple[jax.Array, bool]:
+        z = jnp.asarray(z)
+        if z.shape == (self.latent_dim,):
+            return z[None], True
+        if z.ndim == 2 and z.shape[1] == self.latent_dim:
+            return z, False
+        raise ValueError(f"expected z of shape ({self.latent_dim},) or (N, {self.latent_dim}), got {z.shape}")
+
+    # -- the contract -------------------------------------------------------------------------
+    def encode(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """q(z|x) = N(mu, diag(exp(logvar))); returns (mu, logvar)."""
+        xb, single = self._batched(x)
+        mu, raw = self.encoder.apply({"params": params["encoder"]}, xb)
+        logvar = soft_clamp(raw, *self.logvar_range)
+        return (mu[0], logvar[0]) if single else (mu, logvar)
+
+    def decode_logits(self, params: Params, z: jax.Array) -> jax.Array:
+        """Raw decoder output: Bernoulli logits, or the pre-sigmoid Gaussian mean."""
+        zb, single = self._batched_z(z)
+        out = self.decoder.apply({"params": params["decoder"]}, zb)
+        return out[0] if single else out
+
+    def decode(self, params: Params, z: jax.Array) -> jax.Array:
+        """Mean image E[x|z] in [0, 1]."""
+        return jax.nn.sigmoid(self.decode_logits(params, z))
+
+    def reconstruct(self, params: Params, x: jax.Array) -> jax.Array:
+        """The maximum-likelihood reconstruction g(mu(x)) used by 000 Eq. 5."""
+        return self.decode(params, self.encode(params, x)[0])
+
+    def sample_latent(
+        self, key: jax.Array, mu: jax.Array, logvar: jax.Array, sigma_offset: jax.Array | float = 0.0
+    ) -> jax.Array:
+        """Reparameterised z = mu + (sigma + sigma_offset) * eps (sigma_offset: 001 Fig. 7's tau)."""
+        sigma = jnp.exp(0.5 * logvar) + sigma_offset
+        return mu + sigma * jax.random.normal(key, mu.shape, mu.dtype)
+
+    def log_likelihood(self, params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+        """log p(x|z) summed over pixels; one value per example."""
+        logits = self.decode_logits(params, z)
+        return log_likelihood_from_logits(self.likelihood, x, logits, self.obs_std)
+
+
+def log_likelihood_from_logits(
+    likelihood: str, x: jax.Array, logits: jax.Array, obs_std: float = 0.1
+) -> jax.Array:
+    """Per-example log p(x|z) from decoder output, summed over the trailing (H, W, C) axes."""
+    axes = tuple(range(-3, 0)) if logits.ndim >= 3 else (-1,)
+    if likelihood == "bernoulli":
+        ll = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+    elif likelihood == "gaussian":
+        mean = jax.nn.sigmoid(logits)
+        ll = -0.5 * jnp.square((x - mean) / obs_std) - math.log(obs_std) - 0.5 * math.log(2 * math.pi)
+    else:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+    return jnp.sum(ll, axis=axes)
+
+
+def make_vae(
+    backbone: str,
+    image_shape: Sequence[int],
+    latent_dim: int,
+    likelihood: str = "bernoulli",
+    obs_std: float = 0.1,
+    hidden: Sequence[int] | None = None,
+) -> VAE:
+    """Builds a Gaussian VAE with a named backbone ('ref64', 'burgess64', 'conv32', 'mlp')."""
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (H, W, C), got {tuple(image_shape)}")
+    enc, dec = make_backbone(backbone, image_shape, latent_dim, hidden)
+    shape = tuple(int(s) for s in image_shape)
+    return VAE(enc, dec, shape, latent_dim, likelihood, obs_std, backbone=backbone)  # type: ignore[arg-type]
