@@ -1,0 +1,49 @@
+"""Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas)."""
+
+from vaerob_jax.sweeps.grid import Cell, GridSpec, canonical_value, cell_key, format_value
+from vaerob_jax.sweeps.store import (
+    CellResult,
+    FingerprintMismatchError,
+    ResultStore,
+    fingerprint_of,
+    format_duration,
+    run_grid,
+)
+from vaerob_jax.sweeps.tables import (
+    as_rows,
+    atomic_write_bytes,
+    columns_of,
+    filter_rows,
+    join_rows,
+    read_csv,
+    read_json,
+    require_columns,
+    to_columns,
+    write_csv,
+    write_json,
+)
+
+__all__ = [
+    "Cell",
+    "CellResult",
+    "FingerprintMismatchError",
+    "GridSpec",
+    "ResultStore",
+    "as_rows",
+    "atomic_write_bytes",
+    "canonical_value",
+    "cell_key",
+    "columns_of",
+    "filter_rows",
+    "fingerprint_of",
+    "format_duration",
+    "format_value",
+    "join_rows",
+    "read_csv",
+    "read_json",
+    "require_columns",
+    "run_grid",
+    "to_columns",
+    "write_csv",
+    "write_json",
+]
