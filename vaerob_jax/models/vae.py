@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -63,13 +64,9 @@ class VAE:
     # -- construction -------------------------------------------------------------------------
     def init(self, key: jax.Array, example_x: jax.Array | None = None) -> Params:
         """Initial params ``{'encoder': ..., 'decoder': ...}`` from an explicit key."""
-        k_enc, k_dec = jax.random.split(key)
-        x = jnp.zeros((1, *self.image_shape)) if example_x is None else self._batched(example_x)[0]
-        z = jnp.zeros((1, self.latent_dim))
-        return {
-            "encoder": self.encoder.init(k_enc, x)["params"],
-            "decoder": self.decoder.init(k_dec, z)["params"],
-        }
+        if example_x is not None:
+            self._batched(example_x)  # shape check only: params depend on image_shape alone
+        return _jitted_init(self)(key)
 
     # -- helpers ------------------------------------------------------------------------------
     def _batched(self, x: jax.Array) -> tuple[jax.Array, bool]:
@@ -124,6 +121,22 @@ class VAE:
         """log p(x|z) summed over pixels; one value per example."""
         logits = self.decode_logits(params, z)
         return log_likelihood_from_logits(self.likelihood, x, logits, self.obs_std)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(model: VAE):
+    """One compiled initialiser per model (eager Flax init dispatches op by op, slowly on CPU)."""
+
+    def init(key: jax.Array) -> Params:
+        k_enc, k_dec = jax.random.split(key)
+        x = jnp.zeros((1, *model.image_shape))
+        z = jnp.zeros((1, model.latent_dim))
+        return {
+            "encoder": model.encoder.init(k_enc, x)["params"],
+            "decoder": model.decoder.init(k_dec, z)["params"],
+        }
+
+    return jax.jit(init)
 
 
 def log_likelihood_from_logits(

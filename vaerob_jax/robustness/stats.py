@@ -1,0 +1,293 @@
+"""Per-subgroup reductions of per-example metrics, on the host (§6.1, Figs. 3–4 of 000).
+
+000 compares subgroups by the distribution of the adversarial deviation Δc (Eq. 5 of 000):
+medians and spreads per subgroup (Fig. 4), and single attributes (Fig. 3) — which here are
+just a different ``groups`` array. We add what the paper's box plots leave implicit:
+
+* :func:`summarize`: n, median, quartiles, IQR, mean and a percentile-bootstrap confidence
+  interval of the MEDIAN per group. All resamples of a group are drawn at once
+  (``(n_boot, n)`` index matrix), never one Python iteration per resample.
+* :func:`disparity`: per group, the ratio of its median to that of a reference group (by
+  default the most robust one = lowest median Δc) and a two-sided permutation-test p-value
+  for the difference of medians, with all permutations drawn at once (or enumerated exactly
+  when there are few enough).
+
+Everything is seeded (``key_or_seed``: an int, a ``numpy.random.Generator`` or a JAX key)
+and deterministic; reductions are the LAST step, after the compiled per-example metrics.
+
+Example:
+    >>> rows = summarize(delta_c, ds.subgroup_ids, 0, names=ds.subgroup_names)
+    >>> rows = disparity(delta_c, ds.subgroup_ids, 0, names=ds.subgroup_names)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bootstrap_medians", "disparity", "permutation_test_median", "summarize"]
+
+# Upper bound on the number of array elements materialised at once by the vectorised
+# bootstrap/permutation draws (chunks of whole resamples beyond that).
+_MAX_ELEMENTS = 1 << 24
+
+
+def _rng(key_or_seed: Any) -> np.random.Generator:
+    """A numpy Generator from an int seed, a Generator (used as is) or a JAX PRNG key."""
+    if isinstance(key_or_seed, np.random.Generator):
+        return key_or_seed
+    if isinstance(key_or_seed, (int, np.integer)) and not isinstance(key_or_seed, bool):
+        if key_or_seed < 0:
+            raise ValueError(f"seed must be non-negative, got {key_or_seed}")
+        return np.random.default_rng(int(key_or_seed))
+    try:
+        import jax
+
+        data = np.asarray(jax.random.key_data(key_or_seed)).astype(np.uint64).ravel()
+    except Exception as err:  # re-raised as a clear ValueError
+        raise ValueError(
+            f"key_or_seed must be an int, a numpy Generator or a JAX PRNG key, got {key_or_seed!r}"
+        ) from err
+    return np.random.default_rng([int(v) for v in data])
+
+
+def _validate(
+    values: Any, groups: Any, names: Sequence[str] | None, order: Sequence[Hashable] | None
+) -> tuple[np.ndarray, np.ndarray, list[Hashable]]:
+    """Checks inputs and returns (values float64, groups, ordered distinct group labels)."""
+    v = np.asarray(values, dtype=np.float64)
+    g = np.asarray(groups)
+    if v.ndim != 1 or g.ndim != 1:
+        raise ValueError(f"values and groups must be 1-D, got shapes {v.shape} and {g.shape}")
+    if v.shape[0] != g.shape[0]:
+        raise ValueError(f"length mismatch: {v.shape[0]} values but {g.shape[0]} group labels")
+    if v.shape[0] == 0:
+        raise ValueError("values is empty: nothing to summarize")
+    bad = ~np.isfinite(v)
+    if bad.any():
+        raise ValueError(
+            f"values contain {int(bad.sum())} NaN/inf entries (first at index "
+            f"{int(np.argmax(bad))}); drop or fix them before reducing"
+        )
+    labels: list[Hashable] = list(order) if order is not None else np.unique(g).tolist()
+    for lab in labels:
+        if not np.any(g == lab):
+            raise ValueError(f"group {lab!r} has no examples")
+    if names is not None:
+        for lab in labels:
+            if not (isinstance(lab, (int, np.integer)) and 0 <= int(lab) < len(names)):
+                raise ValueError(
+                    f"names given, so groups must be ids in [0, {len(names)}), got {lab!r}"
+                )
+    return v, g, labels
+
+
+def _label(lab: Hashable, names: Sequence[str] | None) -> Hashable:
+    return names[int(lab)] if names is not None else lab  # type: ignore[call-overload]
+
+
+def _chunked_rows(total: int, row_len: int) -> list[int]:
+    """Sizes of chunks of whole rows such that each chunk has at most _MAX_ELEMENTS entries."""
+    per = max(1, _MAX_ELEMENTS // max(1, row_len))
+    return [min(per, total - s) for s in range(0, total, per)]
+
+
+def bootstrap_medians(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of ``n_boot`` bootstrap resamples of ``x`` (all drawn at once per chunk)."""
+    n = x.shape[0]
+    out = [np.median(x[rng.integers(0, n, size=(m, n))], axis=1) for m in _chunked_rows(n_boot, n)]
+    return np.concatenate(out)
+
+
+def summarize(
+    values: Any,
+    groups: Any,
+    key_or_seed: Any,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    *,
+    names: Sequence[str] | None = None,
+    order: Sequence[Hashable] | None = None,
+) -> list[dict[str, Any]]:
+    """Per-group summary of a per-example metric (Figs. 3–4 of 000), one row per group.
+
+    Args:
+      values: per-example metric, shape ``(N,)`` (e.g. Δc of Eq. 5 of 000); finite.
+      groups: group label per example, shape ``(N,)`` (subgroup ids, or a single attribute for
+        Fig. 3's age/gender views).
+      key_or_seed: seed of the bootstrap (int, numpy Generator or JAX key).
+      n_boot: number of bootstrap resamples.
+      ci: confidence level of the percentile interval, in (0, 1).
+      names: optional names indexed by integer group id (``Dataset.subgroup_names``).
+      order: optional explicit list of groups to report, in this order; each must be
+        non-empty. Default: every distinct label, sorted.
+
+    Returns:
+      Rows ``{"group", "n", "median", "q25", "q75", "iqr", "mean", "std", "ci_low",
+      "ci_high"}``; ``ci_*`` bound the median (percentile bootstrap).
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    v, g, labels = _validate(values, groups, names, order)
+    root = _rng(key_or_seed)
+    # One independent child stream per reported group (spawned in report order).
+    children = root.spawn(len(labels))
+    alpha = 0.5 * (1.0 - ci)
+    rows = []
+    for lab, child in zip(labels, children):
+        x = v[g == lab]
+        meds = bootstrap_medians(x, n_boot, child)
+        q25, med, q75 = np.percentile(x, [25.0, 50.0, 75.0])
+        lo, hi = np.quantile(meds, [alpha, 1.0 - alpha])
+        rows.append(
+            {
+                "group": _label(lab, names),
+                "n": int(x.shape[0]),
+                "median": float(med),
+                "q25": float(q25),
+                "q75": float(q75),
+                "iqr": float(q75 - q25),
+                "mean": float(np.mean(x)),
+                "std": float(np.std(x, ddof=1)) if x.shape[0] > 1 else 0.0,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+            }
+        )
+    return rows
+
+
+def _abs_median_diff(perm_a: np.ndarray, perm_b: np.ndarray) -> np.ndarray:
+    return np.abs(np.median(perm_a, axis=1) - np.median(perm_b, axis=1))
+
+
+def permutation_test_median(
+    a: Any, b: Any, key_or_seed: Any, n_perm: int = 10000, method: str = "auto"
+) -> float:
+    """Two-sided permutation p-value for ``median(a) − median(b)`` (vectorised).
+
+    Statistic ``T = |median(a) − median(b)|``; under H0 (exchangeable labels) the pooled
+    sample is re-split into groups of the original sizes.
+
+    Args:
+      a, b: the two samples (1-D, finite, non-empty).
+      key_or_seed: seed of the random permutations.
+      n_perm: number of random permutations (``method="monte_carlo"``).
+      method: ``"exact"`` enumerates every one of the C(n_a+n_b, n_a) splits (p = share with
+        T ≥ T_obs); ``"monte_carlo"`` draws ``n_perm`` permutations at once and returns
+        ``(1 + #{T ≥ T_obs}) / (1 + n_perm)`` (never 0, valid at any n_perm); ``"auto"`` is
+        exact when there are at most ``n_perm`` splits.
+
+    Returns:
+      The p-value in (0, 1].
+    """
+    if method not in ("auto", "exact", "monte_carlo"):
+        raise ValueError(f"unknown method {method!r}; choose 'auto', 'exact' or 'monte_carlo'")
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
+    xa = np.asarray(a, dtype=np.float64).ravel()
+    xb = np.asarray(b, dtype=np.float64).ravel()
+    if xa.size == 0 or xb.size == 0:
+        raise ValueError("both samples must be non-empty")
+    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
+        raise ValueError("samples contain NaN/inf values")
+    pooled = np.concatenate([xa, xb])
+    n, na = pooled.size, xa.size
+    t_obs = abs(float(np.median(xa) - np.median(xb)))
+    # Equal statistics must count as "at least as extreme" despite float rounding.
+    tol = 1e-12 * max(1.0, float(np.max(np.abs(pooled))))
+    n_splits = math.comb(n, na)
+    if method == "exact" or (method == "auto" and n_splits <= n_perm):
+        if n_splits > 5_000_000:
+            raise ValueError(f"exact test would enumerate {n_splits} splits; use monte_carlo")
+        in_a = np.zeros((n_splits, n), dtype=bool)
+        combos = np.fromiter(
+            itertools.chain.from_iterable(itertools.combinations(range(n), na)),
+            dtype=np.int64,
+            count=n_splits * na,
+        ).reshape(n_splits, na)
+        np.put_along_axis(in_a, combos, True, axis=1)
+        order = np.argsort(~in_a, axis=1, kind="stable")  # a-members first, then b-members
+        perm = pooled[order]
+        t = _abs_median_diff(perm[:, :na], perm[:, na:])
+        return float(np.mean(t >= t_obs - tol))
+    rng = _rng(key_or_seed)
+    count = 0
+    for m in _chunked_rows(n_perm, n):
+        perm = rng.permuted(np.broadcast_to(pooled, (m, n)), axis=1)
+        count += int(np.sum(_abs_median_diff(perm[:, :na], perm[:, na:]) >= t_obs - tol))
+    return (1.0 + count) / (1.0 + n_perm)
+
+
+def disparity(
+    values: Any,
+    groups: Any,
+    key_or_seed: Any,
+    reference: Hashable = "most_robust",
+    n_perm: int = 10000,
+    *,
+    names: Sequence[str] | None = None,
+    order: Sequence[Hashable] | None = None,
+    method: str = "auto",
+) -> list[dict[str, Any]]:
+    """Robustness disparity of each group relative to a reference group (§6.1 of 000).
+
+    Lower Δc means more robust, so the default reference is the group with the LOWEST median;
+    a ratio of 1.8 then reads "this group's median deviation is 1.8× the most robust group's".
+
+    Args:
+      values: per-example metric ``(N,)`` (Δc of Eq. 5 of 000), finite.
+      groups: group label per example ``(N,)``.
+      key_or_seed: seed of the permutation test (each group gets its own child stream).
+      reference: ``"most_robust"`` (lowest median) or a group label (a name when ``names``
+        is given, else a value occurring in ``groups``).
+      n_perm: permutations per comparison.
+      names: optional names indexed by integer group id.
+      order: optional explicit list of groups, see :func:`summarize`.
+      method: permutation method, see :func:`permutation_test_median`.
+
+    Returns:
+      Rows ``{"group", "n", "median", "reference", "ratio", "difference", "p_value"}``;
+      ``ratio = median / median_ref`` (inf if the reference median is 0 and this one is
+      not); the reference's own row has ratio 1, difference 0 and p_value NaN.
+    """
+    v, g, labels = _validate(values, groups, names, order)
+    if len(labels) < 2:
+        raise ValueError(f"disparity needs at least 2 groups, got {len(labels)}")
+    medians = {lab: float(np.median(v[g == lab])) for lab in labels}
+    if reference == "most_robust":
+        ref = min(labels, key=lambda lab: (medians[lab], labels.index(lab)))
+    else:
+        display = [_label(lab, names) for lab in labels]
+        if reference not in display:
+            raise ValueError(f"reference {reference!r} is not one of the groups {display}")
+        ref = labels[display.index(reference)]
+    root = _rng(key_or_seed)
+    children = root.spawn(len(labels))
+    ref_vals = v[g == ref]
+    rows = []
+    for lab, child in zip(labels, children):
+        x = v[g == lab]
+        if lab == ref:
+            ratio, p = 1.0, float("nan")
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = float(np.divide(medians[lab], medians[ref]))
+            p = permutation_test_median(x, ref_vals, child, n_perm=n_perm, method=method)
+        rows.append(
+            {
+                "group": _label(lab, names),
+                "n": int(x.shape[0]),
+                "median": medians[lab],
+                "reference": _label(ref, names),
+                "ratio": ratio,
+                "difference": medians[lab] - medians[ref],
+                "p_value": p,
+            }
+        )
+    return rows
