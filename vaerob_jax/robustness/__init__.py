@@ -1,0 +1,95 @@
+"""Robustness metrics: adversarial deviation, summaries, latent neighbourhoods, margins."""
+
+from vaerob_jax.robustness.deviation import (
+    DEVIATION_KINDS,
+    NORMALIZATIONS,
+    RECON_KINDS,
+    adversarial_deviation,
+    evaluate_attacks,
+    latent_shift,
+    perturbed_input,
+    reconstruction_loss,
+)
+from vaerob_jax.robustness.jacobian import (
+    PROBES,
+    encoder_jacobian,
+    encoder_jacobian_fro,
+    encoder_jacobian_fro_probe,
+    theorem1_bound,
+)
+from vaerob_jax.robustness.margin import METHODS as MARGIN_METHODS
+from vaerob_jax.robustness.margin import (
+    AttackFn,
+    LinearGaussianVAE,
+    estimate_margin,
+    linear_true_margin,
+    linear_worst_case_attack,
+    make_margin_estimator,
+    pgd_attack_fn,
+    shifted_ball_probability,
+)
+from vaerob_jax.robustness.neighbours import (
+    NeighbourhoodPull,
+    knn,
+    knn_subgroup_shares,
+    neighbourhood_pull,
+    tsne_embedding,
+)
+from vaerob_jax.robustness.r_robust import (
+    APPLY_TO,
+    chi2_cdf,
+    deviation_norms,
+    min_r_for_level,
+    p_r_robust,
+    p_r_under_perturbation,
+    r_robust,
+    relative_loglik_degradation,
+)
+from vaerob_jax.robustness.stats import (
+    bootstrap_medians,
+    disparity,
+    permutation_test_median,
+    summarize,
+)
+
+__all__ = [
+    "APPLY_TO",
+    "DEVIATION_KINDS",
+    "MARGIN_METHODS",
+    "NORMALIZATIONS",
+    "PROBES",
+    "RECON_KINDS",
+    "adversarial_deviation",
+    "AttackFn",
+    "bootstrap_medians",
+    "chi2_cdf",
+    "deviation_norms",
+    "disparity",
+    "encoder_jacobian",
+    "encoder_jacobian_fro",
+    "encoder_jacobian_fro_probe",
+    "estimate_margin",
+    "evaluate_attacks",
+    "knn",
+    "knn_subgroup_shares",
+    "latent_shift",
+    "linear_true_margin",
+    "linear_worst_case_attack",
+    "LinearGaussianVAE",
+    "make_margin_estimator",
+    "min_r_for_level",
+    "neighbourhood_pull",
+    "NeighbourhoodPull",
+    "p_r_robust",
+    "p_r_under_perturbation",
+    "permutation_test_median",
+    "perturbed_input",
+    "pgd_attack_fn",
+    "r_robust",
+    "reconstruction_loss",
+    "relative_loglik_degradation",
+    "shifted_ball_probability",
+    "summarize",
+    "theorem1_bound",
+    "tsne_embedding",
+]
