@@ -1,0 +1,126 @@
+"""Attack objectives: per-example scalars to MAXIMISE, ``(params, x, delta, key) -> scalar``.
+
+* :func:`latent_damage` is the maximum-damage objective of Eq. 4 of 000_2a5470c3dc126c07,
+  ‖μ(x+δ) − μ(x)‖₂ on the encoder means (``use_mean=False``: the public code's sampled
+  latents of both images, a documented reference option).
+* :func:`output_damage` is the output maximum-damage objective of Eq. 5 of 001_fcd3e743c9633350
+  (Eq. 13 of 003): ‖g(μ(x+δ)) − g(μ(x))‖₂ with g the decoder mean image (``use_mean=False``:
+  001's literal form g(μ(x+δ) + η σ(x+δ)) with η ~ N(0, I)).
+
+Both accept ``normalize="minmax"``: 000's "normalise the perturbed image" (§4 of 000), i.e.
+x̃ = (x+δ − min)/(max − min) over the whole perturbed image before it is encoded.
+
+Norms are "safe": sqrt(Σv² + tiny), so the value is finite everywhere and the gradient at
+δ = 0 is exactly zero instead of NaN (ENVIRONMENT_NOTES); attacks start from a random point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vaerob_jax.models.vae import VAE
+
+Objective = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+NORMALIZATIONS = (None, "minmax")
+
+_TINY = 1e-12
+
+
+def safe_norm(v: jax.Array) -> jax.Array:
+    """L2 norm of all entries, sqrt(Σv² + 1e-12): finite value and gradient everywhere.
+
+    The plain norm's gradient v/‖v‖ is NaN at v = 0 (0/0); this one is exactly 0 there and
+    differs from ‖v‖ by at most 1e-6.
+    """
+    return jnp.sqrt(jnp.sum(jnp.square(v)) + _TINY)
+
+
+def _check_normalize(normalize: str | None) -> None:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of {NORMALIZATIONS}")
+
+
+def perturbed_input(x: jax.Array, delta: jax.Array, normalize: str | None = None) -> jax.Array:
+    """The image the model sees: x + δ, optionally min–max normalised (000 §4).
+
+    Args:
+      x: clean image (H, W, C).
+      delta: perturbation of the same shape.
+      normalize: None (default, the threat model of Eq. 4) or 'minmax': the reference code's
+        whole-image normalisation x̃ = (x+δ − min)/(max − min) (a zero range is guarded).
+
+    Returns:
+      The perturbed (and possibly normalised) image.
+    """
+    _check_normalize(normalize)
+    xp = x + delta
+    if normalize == "minmax":
+        lo, hi = jnp.min(xp), jnp.max(xp)
+        xp = (xp - lo) / jnp.maximum(hi - lo, _TINY)
+    return xp
+
+
+def latent_damage(model: VAE, use_mean: bool = True, normalize: str | None = None) -> Objective:
+    """Latent maximum-damage objective ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000_2a5470c3dc126c07).
+
+    Eq. 4 writes the distance between the posteriors q(z|x+δ) and q(z|x); we use their means
+    (default). The public code of 000 compares *sampled* latents of both images instead.
+
+    Args:
+      model: the VAE (hashable; closed over).
+      use_mean: True (default) for encoder means; False for z' ~ q(z|x̃), z ~ q(z|x) drawn
+        with the per-step key (the reference code's noisy objective).
+      normalize: None or 'minmax' (see :func:`perturbed_input`).
+
+    Returns:
+      objective(params, x, delta, key) -> scalar, to maximise, for one example.
+
+    Example:
+      >>> obj = latent_damage(model)
+      >>> obj(params, x, 0.1 * jnp.ones_like(x), jax.random.key(0))
+    """
+    _check_normalize(normalize)
+
+    def objective(params: Any, x: jax.Array, delta: jax.Array, key: jax.Array) -> jax.Array:
+        mu_a, lv_a = model.encode(params, perturbed_input(x, delta, normalize))
+        mu_c, lv_c = jax.lax.stop_gradient(model.encode(params, x))
+        if not use_mean:
+            k_a, k_c = jax.random.split(key)
+            mu_a = model.sample_latent(k_a, mu_a, lv_a)
+            mu_c = model.sample_latent(k_c, mu_c, lv_c)
+        return safe_norm(mu_a - mu_c)
+
+    objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
+    return objective
+
+
+def output_damage(model: VAE, use_mean: bool = True, normalize: str | None = None) -> Objective:
+    """Output maximum-damage objective ‖g(μ(x+δ)) − g(μ(x))‖₂ (Eq. 5 of 001, Eq. 13 of 003).
+
+    g is ``model.decode`` (the mean image), so g(μ(x)) is the maximum-likelihood reconstruction
+    that 000's Eq. 5 (Δc) evaluates against.
+
+    Args:
+      model: the VAE.
+      use_mean: True (default) decodes μ(x+δ); False decodes μ(x+δ) + η σ(x+δ), η ~ N(0, I)
+        drawn with the per-step key (001 Eq. 5 as printed, which also attacks σ).
+      normalize: None or 'minmax' (see :func:`perturbed_input`).
+
+    Returns:
+      objective(params, x, delta, key) -> scalar, to maximise, for one example.
+    """
+    _check_normalize(normalize)
+
+    def objective(params: Any, x: jax.Array, delta: jax.Array, key: jax.Array) -> jax.Array:
+        mu_a, lv_a = model.encode(params, perturbed_input(x, delta, normalize))
+        if not use_mean:
+            mu_a = model.sample_latent(key, mu_a, lv_a)
+        clean = jax.lax.stop_gradient(model.reconstruct(params, x))
+        return safe_norm(model.decode(params, mu_a) - clean)
+
+    objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
+    return objective
