@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from vaerob_jax.models.vae import VAE
 
 Objective = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
-NORMALIZATIONS = (None, "minmax")
+NORMALIZATIONS = (None, "none", "minmax")  # None and "none" both mean x + δ as is
 
 _TINY = 1e-12
 
@@ -50,8 +50,9 @@ def perturbed_input(x: jax.Array, delta: jax.Array, normalize: str | None = None
     Args:
       x: clean image (H, W, C).
       delta: perturbation of the same shape.
-      normalize: None (default, the threat model of Eq. 4) or 'minmax': the reference code's
-        whole-image normalisation x̃ = (x+δ − min)/(max − min) (a zero range is guarded).
+      normalize: None or 'none' (default, the threat model of Eq. 4) or 'minmax': the
+        reference code's whole-image normalisation x̃ = (x+δ − min)/(max − min); a constant
+        image (zero range) is left unchanged.
 
     Returns:
       The perturbed (and possibly normalised) image.
@@ -60,7 +61,9 @@ def perturbed_input(x: jax.Array, delta: jax.Array, normalize: str | None = None
     xp = x + delta
     if normalize == "minmax":
         lo, hi = jnp.min(xp), jnp.max(xp)
-        xp = (xp - lo) / jnp.maximum(hi - lo, _TINY)
+        # A constant image has no range: leave it as it is rather than divide by ~zero.
+        span = hi - lo
+        xp = jnp.where(span > _TINY, (xp - lo) / jnp.where(span > _TINY, span, 1.0), xp)
     return xp
 
 

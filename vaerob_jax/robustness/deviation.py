@@ -10,7 +10,9 @@ are.
 
 The paper also "normalizes the perturbed image" before it reaches the VAE; its public code
 min–max normalises ``x + δ`` over the whole image. ``normalize="minmax"`` reproduces that;
-the default feeds ``x + δ`` unchanged (our attacks already keep it in the pixel box).
+the default feeds ``x + δ`` unchanged (our attacks already keep it in the pixel box). The
+perturbed input is formed by :func:`vaerob_jax.attacks.perturbed_input`, the function the
+attack objectives use, so Δc sees exactly what the attack optimised.
 
 Every metric is written for ONE example (``x``: ``(H, W, C)``) and is ``vmap``-able over
 examples, perturbation budgets and a stack of models; :func:`evaluate_attacks` is the batched,
@@ -30,13 +32,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vaerob_jax.attacks.objectives import NORMALIZATIONS, perturbed_input
 from vaerob_jax.models.vae import VAE
 
 Params = Any
 
 DEVIATION_KINDS = ("l2", "mean_abs")
 RECON_KINDS = ("nll", "mse")
-NORMALIZATIONS = ("none", "minmax")
 
 __all__ = [
     "DEVIATION_KINDS",
@@ -63,29 +65,6 @@ def _check_example(model: VAE, x: jax.Array, delta: jax.Array | None = None) -> 
         )
     if delta is not None and tuple(jnp.shape(delta)) != shape:
         raise ValueError(f"delta must have the shape of x {shape}, got {jnp.shape(delta)}")
-
-
-def perturbed_input(x: jax.Array, delta: jax.Array, normalize: str = "none") -> jax.Array:
-    """The input the VAE sees for an attacked example.
-
-    Args:
-      x: clean image.
-      delta: perturbation of the same shape.
-      normalize: ``"none"`` (default) returns ``x + δ``; ``"minmax"`` returns
-        ``(x + δ − min) / (max − min)`` over the whole image, the "normalize the perturbed
-        image" step of §4 of 000 as implemented by its public code.
-
-    Returns:
-      The perturbed image, shape of ``x``.
-    """
-    _check_choice("normalize", normalize, NORMALIZATIONS)
-    xp = x + delta
-    if normalize == "minmax":
-        lo, hi = jnp.min(xp), jnp.max(xp)
-        # A constant image has no range; leave it where it is instead of dividing by zero.
-        span = hi - lo
-        xp = jnp.where(span > 0, (xp - lo) / jnp.where(span > 0, span, 1.0), xp)
-    return xp
 
 
 def _reconstruction(
