@@ -1,0 +1,141 @@
+"""``vaerob train`` end to end (in-process ``main([...])``) and its argument checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaerob_jax.cli import COMMAND_MODULES, build_parser, main
+from vaerob_jax.commands import train as train_command
+from vaerob_jax.train import read_metrics
+
+# digits at 8x8 with this MLP, 16 images, batch 4, lr 1e-3 and 3 betas: the same compiled
+# program as the tiny-model grid tests.
+TINY = [
+    "train",
+    "--dataset",
+    "digits",
+    "--image-size",
+    "8",
+    "--limit",
+    "16",
+    "--backbone",
+    "mlp",
+    "--hidden",
+    "32,16",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "4",
+    "--learning-rate",
+    "1e-3",
+    "--log-every",
+    "2",
+    "--checkpoint-every",
+    "4",
+    "--quiet",
+]
+
+
+def _load_experiment():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "train_beta_grid.py"
+    spec = importlib.util.spec_from_file_location("train_beta_grid", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_train_end_to_end_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main([*TINY, "--betas", "1,2,3", "--steps", "6", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "trained 3 models for 6 steps" in printed
+    for name in ("metrics.csv", "config.json", "loss_curves.png", "checkpoints"):
+        assert str(out / name) in printed and (out / name).exists()
+    assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["betas"] == [1.0, 2.0, 3.0]
+    assert config["model"] == {
+        "backbone": "mlp",
+        "image_shape": [8, 8, 1],
+        "latent_dim": 4,
+        "likelihood": "bernoulli",
+        "hidden": [32, 16],
+    }
+    assert config["dataset"]["num_images"] == 16
+    assert config["train_config"]["steps"] == 6 and config["train_config"]["batch_size"] == 4
+
+    m = read_metrics(out / "metrics.csv")
+    np.testing.assert_array_equal(np.unique(m["step"]), [2, 4, 6])
+    assert len(m["step"]) == 3 * 3
+    np.testing.assert_array_equal(np.unique(m["beta"]), [1.0, 2.0, 3.0])
+    assert np.all(np.isfinite(m["loss"]))
+
+    # Extending the run resumes from the step-6 checkpoint and appends rows 8 and 10 only.
+    rc = main([*TINY, "--betas", "1,2,3", "--steps", "10", "--out", str(out)])
+    assert rc == 0
+    assert "resumed from the checkpoint at step 6" in capsys.readouterr().out
+    m2 = read_metrics(out / "metrics.csv")
+    np.testing.assert_array_equal(np.unique(m2["step"]), [2, 4, 6, 8, 10])
+    assert len(m2["step"]) == 5 * 3
+    np.testing.assert_array_equal(m2["loss"][:9], m["loss"])
+
+    # A different β grid in the same folder is refused with a clear message.
+    rc = main([*TINY, "--betas", "1,2,4", "--steps", "10", "--out", str(out)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "different run" in err and "grid.betas" in err and str(out) in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--betas", "1,-2"], "betas must be finite and >= 0"),
+        (["--betas", "1,x"], "comma-separated numbers"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--backbone", "resnet"], "invalid choice: 'resnet'"),
+        (["--steps", "0"], "TrainConfig.steps must be a positive int"),
+        (["--kl-reduction", "mean"], "invalid choice: 'mean'"),
+        (["--batch-size", "64"], "--batch-size 64 exceeds the 16 images"),
+        (["--backbone", "burgess64"], "backbone 'burgess64' cannot take (8, 8, 1) images"),
+    ],
+)
+def test_bad_arguments_exit_2_before_training(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--steps", "2", "--out", str(out), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "metrics.csv").exists() and not (out / "checkpoints").exists()
+
+
+def test_parser_registry_and_missing_command(capsys):
+    assert COMMAND_MODULES[0] == "vaerob_jax.commands.train"
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", "x"])
+    assert args.func is train_command.run and args.betas == [1.0, 5.0, 10.0]
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+
+
+def test_experiment_config_matches_command_defaults():
+    exp = _load_experiment()
+    config = exp.get_config()
+    assert config == train_command.DEFAULTS
+    args = build_parser().parse_args(exp.to_argv(config, out="runs/x"))
+    for name, value in config.items():
+        parsed = getattr(args, name)
+        if name == "betas":
+            assert parsed == [float(v) for v in value.split(",")]
+        else:
+            assert parsed == value, name
+    assert "vaerob train --dataset shapes --betas 1,5,10" in (exp.__doc__ or "")

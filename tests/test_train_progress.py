@@ -1,0 +1,87 @@
+"""Metrics log (tidy CSV, resumable), progress lines with ETA, and the loss-curve figure."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from vaerob_jax.train import METRIC_COLUMNS, MetricsLog, ProgressReporter, read_metrics
+from vaerob_jax.train import plots as plots_module
+from vaerob_jax.train import progress as progress_module
+
+
+def _metrics(step: int, k: int = 2) -> dict[str, np.ndarray]:
+    base = np.arange(k, dtype=np.float64)
+    return {"loss": 10.0 * step + base, "recon": 5.0 * step + base, "kl": step + base}
+
+
+def test_metrics_log_is_tidy_and_resume_drops_later_rows(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path, [1.0, 5.0], [0.0, 0.0], [0, 0])
+    for s in (1, 2, 3):
+        log.append(s, _metrics(s), elapsed_s=float(s))
+    m = read_metrics(path)
+    assert tuple(m) == METRIC_COLUMNS
+    np.testing.assert_array_equal(m["step"], [1, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(m["model"], [0, 1] * 3)
+    np.testing.assert_array_equal(m["beta"], [1.0, 5.0] * 3)
+    np.testing.assert_array_equal(m["loss"], [10, 11, 20, 21, 30, 31])
+
+    resumed = MetricsLog(path, [1.0, 5.0], [0.0, 0.0], [0, 0], resume_step=2)
+    assert resumed.elapsed_offset == 2.0  # elapsed time continues from the checkpoint
+    resumed.append(3, _metrics(3), elapsed_s=0.5)
+    m = read_metrics(path)
+    np.testing.assert_array_equal(m["step"], [1, 1, 2, 2, 3, 3])
+    np.testing.assert_allclose(m["elapsed_s"][-1], 2.5)
+
+    fresh = MetricsLog(path, [1.0], [0.0], [0], resume_step=0)  # a new run replaces the file
+    fresh.append(1, _metrics(1, k=1), 0.0)
+    assert read_metrics(path)["step"].tolist() == [1]
+
+
+def test_progress_lines_report_eta(monkeypatch):
+    clock = iter([100.0, 110.0, 112.0, 120.0])  # start, then one reading per printed update
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()  # not a TTY: periodic lines instead of a bar
+    rep = ProgressReporter(total=20, start=10, stream=stream, min_interval_s=5.0)
+    rep.update(12, np.array([3.0, 4.0]))  # 10 s for 2 steps: 5 s/step, 8 left -> eta 40 s
+    rep.update(13)  # only 2 s later: throttled
+    rep.update(20, np.array([1.0, 2.0]))  # the last step is always printed
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "step 12/20" in lines[0] and "eta 40.0s" in lines[0] and "loss 3..4" in lines[0]
+    assert "step 20/20" in lines[1] and "eta 0.0s" in lines[1]
+
+
+def test_progress_disabled_is_silent():
+    stream = io.StringIO()
+    rep = ProgressReporter(total=5, enabled=False, stream=stream)
+    for s in range(1, 6):
+        rep.update(s, np.array([1.0]))
+    rep.close()
+    assert stream.getvalue() == ""
+
+
+def test_loss_curve_figure_has_one_line_per_model(tmp_path):
+    log = MetricsLog(tmp_path / "m.csv", [1.0, 10.0], [0.0, 0.0], [0, 0])
+    for s in (1, 2, 3):
+        log.append(s, _metrics(s), elapsed_s=0.0)
+    figure = plots_module._loss_figure(read_metrics(tmp_path / "m.csv"), None)
+    axes = figure.axes
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0].startswith("training loss") and titles[1].startswith("reconstruction")
+    assert titles[2].startswith("KL(q(z|x)")
+    for ax, column in zip(axes, ("loss", "recon", "kl")):
+        lines = ax.get_lines()
+        assert len(lines) == 2
+        for k, line in enumerate(lines):
+            np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+            expected = [_metrics(s)[column][k] for s in (1, 2, 3)]
+            np.testing.assert_array_equal(line.get_ydata(), expected)
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["β=1", "β=10"]
+    out = plots_module.plot_loss_curves(tmp_path / "m.csv", tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no metrics"):
+        plots_module.plot_loss_curves({c: np.zeros(0) for c in METRIC_COLUMNS}, tmp_path / "x.png")

@@ -1,0 +1,47 @@
+"""The ``vaerob`` console script: argparse subcommands built from a registry of modules.
+
+Each module named in :data:`COMMAND_MODULES` exposes ``register(subparsers)``, which adds its
+subparser and sets ``func(args) -> int`` as a default; the command turns its arguments into a
+config and makes one library call (thin entry points, STYLE.md 7).
+
+Example:
+    $ vaerob train --dataset shapes --betas 1,5,10 --steps 500 --out runs/beta_grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "vaerob_jax.commands.train",
+    "vaerob_jax.commands.subgroups",
+    "vaerob_jax.commands.margins",
+)
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The top-level parser with one subcommand per registered command module."""
+    parser = argparse.ArgumentParser(
+        prog="vaerob",
+        description="Adversarial robustness of VAEs per subgroup, in compiled JAX programs.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in modules:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses ``argv`` (default ``sys.argv[1:]``), runs the command, returns its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""``vaerob margins``: the margin study of 001 (Theorem 1 against the estimated margin).
+
+Trains (or loads, or reuses a subgroup study's) β × τ grid, then for every evaluated example
+computes σ_min, ‖J_μ‖_F, p(‖Δ(x)‖₂ ≤ r), Theorem 1's bound and the margin R^r_X(x) estimated
+by bisection with the maximum-damage attack; writes ``margins.csv``, ``margin_summary.csv``,
+figures (001 Figs. 6, 7, 9) and ``report.md`` into ``--out``. A rerun resumes.
+
+Example:
+    $ vaerob margins --out results/margins                            # embedded shapes data
+    $ vaerob margins --out results/margins --subgroup-study results/subgroups
+    $ vaerob margins --out results/margins_tau --taus 0,0.1,0.5,1     # 001 Fig. 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from vaerob_jax.commands.train import _floats
+
+__all__ = ["build_config", "register", "run"]
+
+
+def _count_or_all(text: str) -> int | str:
+    if text.lower() in ("none", "all"):
+        return "all"  # every example of the subgroups (config value None)
+    try:
+        return int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from err
+
+
+# Flags that override a field of the preset; None (unset) keeps the preset's value.
+_OVERRIDES: dict[str, tuple[Any, str]] = {
+    "dataset": (str, "dataset name"),
+    "image_size": (int, "image side in pixels"),
+    "subgroups": (str, "subgroup preset ('age_gender', 'gray_hair', ...) or attributes A,B"),
+    "backbone": (str, "encoder/decoder backbone"),
+    "latent_dim": (int, "latent size"),
+    "betas": (_floats, "β grid, e.g. 1,5,10"),
+    "taus": (_floats, "encoder-std offsets τ, e.g. 0,0.1,0.5,1 (001 Fig. 7)"),
+    "train_steps": (int, "VAE training steps"),
+    "batch_size": (int, "training batch size"),
+    "learning_rate": (float, "Adam learning rate"),
+    "n_train": (int, "training images of embedded data"),
+    "r": (float, "output radius r of p(‖Δ(x)‖₂ ≤ r) (001 Eq. 2)"),
+    "m": (float, "probability level of r-robustness (0.5 in 001)"),
+    "n_samples": (int, "Monte-Carlo η draws per probability"),
+    "n_iter": (int, "bisection iterations on the input radius"),
+    "r_max": (float, "largest input L2 radius searched"),
+    "method": (str, "margin search: bisect or scan"),
+    "apply_to": (str, "encoder output perturbed when p is measured: mean, sigma, both"),
+    "attack_steps": (int, "PGD steps of the maximum-damage attack (001 Eq. 5)"),
+    "attack_rule": (str, "PGD step rule: sign or adam"),
+    "restarts": (int, "random restarts inside each attack (best kept)"),
+    "n_starts": (int, "attack starts per radius; robust only if robust after each"),
+    "n_probes": (int, "random probes for the ‖J‖_F probe estimate"),
+    "max_per_subgroup": (_count_or_all, "examples per subgroup, or 'all'"),
+    "split": (str, "split the examples come from"),
+    "chunk_size": (int, "examples per call of the compiled program"),
+    "seed": (int, "the run's seed"),
+}
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds the ``margins`` subcommand to an argparse ``subparsers`` object."""
+    from vaerob_jax.studies.margins import MARGIN_PRESETS
+
+    p = subparsers.add_parser(
+        "margins",
+        help="margin study (001): Theorem-1 bound vs estimated margin per subgroup",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder (resumed if present)")
+    p.add_argument("--preset", choices=sorted(MARGIN_PRESETS), default="shapes")
+    p.add_argument(
+        "--subgroup-study",
+        type=str,
+        default=None,
+        help="a `vaerob subgroups` output folder: reuse its β grid, join its deviation.csv",
+    )
+    for name, (kind, text) in _OVERRIDES.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+    p.add_argument("--fresh", action="store_true", help="discard finished cells of another config")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+    return p
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The preset named by --preset with the flags that were given applied."""
+    from vaerob_jax.studies.config import override
+    from vaerob_jax.studies.margins import MARGIN_PRESETS
+
+    changes = {name: getattr(args, name) for name in _OVERRIDES if name != "max_per_subgroup"}
+    for name in ("betas", "taus"):
+        if changes[name] is not None:
+            changes[name] = tuple(changes[name])
+    if changes["subgroups"] is not None and "," in changes["subgroups"]:
+        changes["subgroups"] = tuple(a.strip() for a in changes["subgroups"].split(","))
+    changes["subgroup_study_dir"] = args.subgroup_study
+    config = override(MARGIN_PRESETS[args.preset], **changes)
+    if args.max_per_subgroup is not None:
+        n = args.max_per_subgroup
+        config = dataclasses.replace(config, max_per_subgroup=None if n == "all" else n)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the study; bad settings exit with code 2 and a message naming the problem."""
+    from vaerob_jax.data import DatasetNotPreparedError
+    from vaerob_jax.studies.margins import run_margin_study, validate_margin_config
+    from vaerob_jax.sweeps import FingerprintMismatchError
+
+    try:
+        config = build_config(args)
+        validate_margin_config(config)
+        paths = run_margin_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
+    except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
+        print(f"vaerob margins: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {paths['report']}")
+    print(f"margins: {paths['margins']}")
+    return 0
