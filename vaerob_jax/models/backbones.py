@@ -167,14 +167,17 @@ def make_backbone(
         return Ref64Encoder(latent_dim), Ref64Decoder(tuple(image_shape))
     if name == "burgess64":
         if h != w or h % 16:
-            raise ValueError(f"backbone 'burgess64' needs square images with side divisible by 16, got {h}x{w}")
+            raise ValueError(
+                f"backbone 'burgess64' needs square images with side divisible by 16, got {h}x{w}"
+            )
         return Burgess64Encoder(latent_dim), Burgess64Decoder(tuple(image_shape))
     if name == "conv32":
         if h != w or h % 8:
-            raise ValueError(f"backbone 'conv32' needs square images with side divisible by 8, got {h}x{w}")
+            raise ValueError(
+                f"backbone 'conv32' needs square images with side divisible by 8, got {h}x{w}"
+            )
         return Conv32Encoder(latent_dim), Conv32Decoder(tuple(image_shape))
     if name == "mlp":
         enc_hidden = tuple(hidden) if hidden is not None else (512, 256)
         return MLPEncoder(latent_dim, enc_hidden), MLPDecoder(tuple(image_shape), enc_hidden[::-1])
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-

@@ -86,20 +86,23 @@ class VAE:
             return z[None], True
         if z.ndim == 2 and z.shape[1] == self.latent_dim:
             return z, False
-        raise ValueError(f"expected z of shape ({self.latent_dim},) or (N, {self.latent_dim}), got {z.shape}")
+        raise ValueError(
+            f"expected z of shape ({self.latent_dim},) or (N, {self.latent_dim}), got {z.shape}"
+        )
 
     # -- the contract -------------------------------------------------------------------------
     def encode(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """q(z|x) = N(mu, diag(exp(logvar))); returns (mu, logvar)."""
         xb, single = self._batched(x)
-        mu, raw = self.encoder.apply({"params": params["encoder"]}, xb)
+        out: Any = self.encoder.apply({"params": params["encoder"]}, xb)
+        mu, raw = out
         logvar = soft_clamp(raw, *self.logvar_range)
         return (mu[0], logvar[0]) if single else (mu, logvar)
 
     def decode_logits(self, params: Params, z: jax.Array) -> jax.Array:
         """Raw decoder output: Bernoulli logits, or the pre-sigmoid Gaussian mean."""
         zb, single = self._batched_z(z)
-        out = self.decoder.apply({"params": params["decoder"]}, zb)
+        out: Any = self.decoder.apply({"params": params["decoder"]}, zb)
         return out[0] if single else out
 
     def decode(self, params: Params, z: jax.Array) -> jax.Array:
@@ -111,9 +114,13 @@ class VAE:
         return self.decode(params, self.encode(params, x)[0])
 
     def sample_latent(
-        self, key: jax.Array, mu: jax.Array, logvar: jax.Array, sigma_offset: jax.Array | float = 0.0
+        self,
+        key: jax.Array,
+        mu: jax.Array,
+        logvar: jax.Array,
+        sigma_offset: jax.Array | float = 0.0,
     ) -> jax.Array:
-        """Reparameterised z = mu + (sigma + sigma_offset) * eps (sigma_offset: 001 Fig. 7's tau)."""
+        """Reparameterised z = mu + (sigma + sigma_offset) * eps (sigma_offset: 001 Fig. 7 τ)."""
         sigma = jnp.exp(0.5 * logvar) + sigma_offset
         return mu + sigma * jax.random.normal(key, mu.shape, mu.dtype)
 
@@ -148,7 +155,11 @@ def log_likelihood_from_logits(
         ll = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
     elif likelihood == "gaussian":
         mean = jax.nn.sigmoid(logits)
-        ll = -0.5 * jnp.square((x - mean) / obs_std) - math.log(obs_std) - 0.5 * math.log(2 * math.pi)
+        ll = (
+            -0.5 * jnp.square((x - mean) / obs_std)
+            - math.log(obs_std)
+            - 0.5 * math.log(2 * math.pi)
+        )
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
     return jnp.sum(ll, axis=axes)

@@ -26,8 +26,10 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
     return 0.5 * (jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar)
 
 
-def gaussian_kl_offset(mu: jax.Array, logvar: jax.Array, sigma_offset: jax.Array | float) -> jax.Array:
-    """Closed-form KL per dim when the encoder std is sigma + sigma_offset (001's σ-offset models)."""
+def gaussian_kl_offset(
+    mu: jax.Array, logvar: jax.Array, sigma_offset: jax.Array | float
+) -> jax.Array:
+    """Closed-form KL per dim when the encoder std is sigma + sigma_offset (001 σ-offset models)."""
     sigma = jnp.exp(0.5 * logvar) + sigma_offset
     return 0.5 * (jnp.square(sigma) + jnp.square(mu) - 1.0) - jnp.log(sigma)
 

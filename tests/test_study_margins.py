@@ -1,0 +1,290 @@
+"""The margin study of 001 on the 'tiny' preset: table shape, Theorem-1 consistency, summary,
+resume, the subgroup-study join and reuse, bad configs, and the compiled per-example program."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shutil
+from statistics import NormalDist
+
+import jax
+import numpy as np
+import pytest
+
+import vaerob_jax.studies.margins as study_mod
+from vaerob_jax.studies.margins import (
+    MARGIN_COLUMNS,
+    MARGIN_PRESETS,
+    MarginStudyConfig,
+    make_example_program,
+    run_margin_study,
+    validate_margin_config,
+)
+from vaerob_jax.sweeps import read_csv, write_csv, write_json
+
+TINY = MARGIN_PRESETS["tiny"]
+N_EXAMPLES = 4 * TINY.max_per_subgroup  # four Young x Male subgroups
+QUIET = {"progress": False, "log": lambda _: None}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("margins")
+    paths = run_margin_study(TINY, out, **QUIET)
+    return out, paths, read_csv(paths["margins"], types={"subgroup": str})
+
+
+@pytest.mark.slow
+def test_table_has_promised_columns_and_one_row_per_model_and_example(study):
+    _, _, rows = study
+    assert list(rows[0])[: len(MARGIN_COLUMNS)] == list(MARGIN_COLUMNS)
+    n_models = len(TINY.betas) * len(TINY.taus)
+    assert len(rows) == n_models * N_EXAMPLES
+    keys = {(r["beta"], r["tau"], r["example_id"]) for r in rows}
+    assert len(keys) == len(rows)
+    ids = {}
+    for r in rows:
+        ids.setdefault((r["beta"], r["tau"]), set()).add(r["example_id"])
+    assert len({frozenset(v) for v in ids.values()}) == 1  # every model sees the same examples
+    assert {r["subgroup"] for r in rows} == {"young-women", "young-men", "old-women", "old-men"}
+
+
+@pytest.mark.slow
+def test_bound_is_theorem1_and_nan_exactly_where_p_r_at_most_half(study):
+    _, _, rows = study
+    n = TINY.n_samples
+    probit = NormalDist().inv_cdf
+    undefined = 0
+    for r in rows:
+        # p_r is a Monte-Carlo share of n draws, the same draws as the margin's clean p.
+        assert r["p_r"] * n == pytest.approx(round(r["p_r"] * n), abs=1e-4)
+        assert r["p_r"] == r["p_clean"]
+        assert r["sigma_min"] > 0 and r["jac_fro"] > 0
+        if r["p_r"] <= 0.5:
+            assert math.isnan(r["bound"]) and not r["bound_defined"]
+            undefined += 1
+        else:
+            p = min(r["p_r"], 1.0 - 0.5 / n)
+            expected = r["sigma_min"] * probit(p) / r["jac_fro"]
+            assert r["bound"] >= 0
+            assert r["bound"] == pytest.approx(expected, rel=1e-4)
+    # The tiny preset's r sits near the median deviation norm: both cases occur.
+    assert 0 < undefined < len(rows)
+
+
+@pytest.mark.slow
+def test_margin_bracket_and_estimate_are_consistent(study):
+    _, _, rows = study
+    width = TINY.r_max / 2**TINY.n_iter
+    for r in rows:
+        assert 0.0 <= r["margin_estimate"] <= TINY.r_max
+        assert r["margin_bracket"] >= 0
+        if r["p_clean"] <= TINY.m:  # not r-robust even unperturbed: margin 0
+            assert r["margin_estimate"] == 0 and r["margin_bracket"] == 0
+        elif r["censored"]:
+            assert r["margin_estimate"] == TINY.r_max and math.isinf(r["margin_bracket"])
+        else:
+            assert r["margin_bracket"] == pytest.approx(width, rel=1e-5)
+            assert r["margin_low"] <= r["margin_estimate"] <= r["margin_high"]
+        # The probe estimate of ||J||_F is near the exact one (2 probes: loose).
+        assert 0.2 * r["jac_fro"] < r["jac_fro_probe"] < 3.0 * r["jac_fro"]
+
+
+@pytest.mark.slow
+def test_summary_matches_the_per_example_table(study):
+    _, paths, rows = study
+    summary = read_csv(paths["summary"], types={"subgroup": str})
+    assert len(summary) == len(TINY.betas) * len(TINY.taus) * 5  # 4 subgroups + 'all'
+    for s in summary:
+        sel = [
+            r
+            for r in rows
+            if (r["beta"], r["tau"]) == (s["beta"], s["tau"])
+            and s["subgroup"] in ("all", r["subgroup"])
+        ]
+        est = np.array([r["margin_estimate"] for r in sel])
+        bnd = np.array([r["bound"] for r in sel])
+        ok = ~np.isnan(bnd)
+        assert s["n"] == len(sel)
+        np.testing.assert_allclose(s["margin_median"], np.median(est), rtol=1e-12)
+        np.testing.assert_allclose(s["margin_mean"], np.mean(est), rtol=1e-12)
+        q75, q25 = np.percentile(est, [75, 25])
+        np.testing.assert_allclose(s["margin_iqr"], q75 - q25, rtol=1e-12, atol=1e-15)
+        assert s["share_bound_defined"] == pytest.approx(ok.mean())
+        if ok.any():
+            np.testing.assert_allclose(s["bound_median"], np.median(bnd[ok]), rtol=1e-12)
+        else:
+            assert s["bound_median"] is None or math.isnan(s["bound_median"])
+        cmp = ok & ~np.array([r["censored"] for r in sel])
+        if cmp.any():
+            assert s["share_bound_le_margin"] == pytest.approx(np.mean(bnd[cmp] <= est[cmp]))
+        assert s["n_censored"] == sum(r["censored"] for r in sel)
+
+
+@pytest.mark.slow
+def test_report_and_figures_exist(study):
+    out, paths, _ = study
+    text = paths["report"].read_text()
+    assert "smallest median margin" in text and "bound_vs_margin.png" in text
+    for name in ("fig_bound_vs_margin", "fig_vs_beta", "fig_margin_distributions"):
+        assert paths[name].stat().st_size > 1000
+    assert set(read_json_keys(paths["timings"])) >= {"train_s", "margins_s", "total_s"}
+
+
+def read_json_keys(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_rerun_recomputes_no_finished_cell(study, monkeypatch):
+    out, paths, _ = study
+    before = paths["margins"].read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("a finished cell was computed again")
+
+    monkeypatch.setattr(study_mod, "_run_chunks", boom)
+    again = run_margin_study(TINY, out, **QUIET)
+    assert again["margins"].read_text() == before
+
+
+def _synthetic_deviation(rows, path):
+    """A subgroup-study deviation.csv for the same examples at two ε, Δc a known function."""
+    dev = []
+    for r in rows:
+        for eps in (0.05, 0.1):
+            dc = 100 * eps + r["example_id"] + r["beta"] / 10
+            dev.append(
+                {
+                    "beta": r["beta"],
+                    "eps": eps,
+                    "subgroup": r["subgroup"],
+                    "example_id": r["example_id"],
+                    "delta_c": dc,
+                    "recon_loss": 1.0,
+                    "latent_shift": 0.5,
+                }
+            )
+    # An example the margin study did not evaluate must simply not join.
+    dev.append({**dev[0], "example_id": 10**6})
+    write_csv(path, dev)
+
+
+@pytest.mark.slow
+def test_join_with_deviation_and_reuse_of_the_subgroup_grid(study, tmp_path, monkeypatch):
+    out, _, rows = study
+    sub = tmp_path / "subgroups"
+    sub.mkdir()
+    _synthetic_deviation(rows, sub / "deviation.csv")
+    write_json(sub / "config.json", {f: TINY.to_dict()[f] for f in study_mod._TRAIN_FIELDS})
+    shutil.copytree(out / "train", sub / "train")
+    resumed = []
+    real = study_mod.train_grid
+
+    def recording(*a, **k):
+        res = real(*a, **k)
+        resumed.append(res.resumed_from)
+        return res
+
+    monkeypatch.setattr(study_mod, "train_grid", recording)
+    # Resume the finished cells (the join source is not part of the cells' fingerprint).
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("train"))
+    cfg = dataclasses.replace(TINY, subgroup_study_dir=str(sub))
+    paths = run_margin_study(cfg, copy, **QUIET)
+    assert resumed == [TINY.train_steps]  # the copied grid was loaded, not retrained
+    joined = read_csv(paths["margins_with_deviation"], types={"subgroup": str})
+    assert len(joined) == len(rows)  # τ = 0 only; the extra deviation row does not join
+    for j in joined:
+        assert j["eps"] == 0.1
+        assert j["delta_c"] == pytest.approx(10 + j["example_id"] + j["beta"] / 10)
+    assert paths["fig_margin_vs_deviation"].stat().st_size > 1000
+    assert "Spearman" in paths["report"].read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"r": 0.0}, "r must"),
+        ({"r": -1.0}, "r must"),
+        ({"m": 1.5}, "m must"),
+        ({"taus": (0.0, -0.1)}, "sigma_offsets"),
+        ({"betas": (1.0, 1.0)}, "betas"),
+        ({"dataset": "imagenet"}, "unknown dataset"),
+        ({"method": "grid"}, "method"),
+        ({"max_per_subgroup": 0}, "max_per_subgroup"),
+        ({"subgroups": ("Young", "Bald")}, "Bald"),
+    ],
+)
+def test_bad_config_raises_before_training(change, message, tmp_path, monkeypatch):
+    def no_training(*a, **k):
+        raise AssertionError("training started before the config was validated")
+
+    monkeypatch.setattr(study_mod, "train_grid", no_training)
+    with pytest.raises(ValueError, match=message):
+        run_margin_study(dataclasses.replace(TINY, **change), tmp_path, **QUIET)
+    assert not (tmp_path / "train").exists()
+
+
+def _parser():
+    from vaerob_jax.commands.margins import register
+
+    parser = argparse.ArgumentParser(prog="vaerob")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_bad_config_exits_with_code_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(study_mod, "train_grid", lambda *a, **k: 1 / 0)
+    args = _parser().parse_args(
+        ["margins", "--preset", "tiny", "--m", "1.5", "--out", str(tmp_path / "x")]
+    )
+    assert args.func(args) == 2
+    assert "m must" in capsys.readouterr().err
+
+
+def test_cli_flags_override_the_preset():
+    from vaerob_jax.commands.margins import build_config
+
+    args = _parser().parse_args(
+        ["margins", "--preset", "tiny", "--taus", "0,0.1,0.5,1", "--r", "3", "--out", "x"]
+    )
+    cfg = build_config(args)
+    assert isinstance(cfg, MarginStudyConfig)
+    assert cfg.taus == (0.0, 0.1, 0.5, 1.0) and cfg.r == 3.0
+    assert cfg.n_iter == TINY.n_iter and cfg.subgroup_study_dir is None
+    args = _parser().parse_args(["margins", "--max-per-subgroup", "all", "--out", "x"])
+    assert build_config(args).max_per_subgroup is None
+    args = _parser().parse_args(["margins", "--subgroup-study", "s", "--out", "x"])
+    assert build_config(args) == dataclasses.replace(
+        MARGIN_PRESETS["shapes"], subgroup_study_dir="s"
+    )
+
+
+def test_validate_accepts_the_presets():
+    for cfg in MARGIN_PRESETS.values():
+        validate_margin_config(cfg)
+
+
+def test_one_compiled_program_and_order_does_not_change_results(
+    tiny_model, tiny_params, tiny_images
+):
+    program = make_example_program(tiny_model, n_samples=8, n_iter=2, attack_steps=1, n_probes=2)
+    images = np.asarray(tiny_images[:5])
+    ids = np.arange(5) * 7
+    key = jax.random.key(3)
+    scalars = tuple(np.float32(v) for v in (1.0, 0.5, 2.0, 0.0))
+    other = jax.tree.map(lambda a: a * 1.01, tiny_params)
+    by3 = study_mod._run_chunks(program, tiny_params, images, ids, key, scalars, 3)
+    study_mod._run_chunks(program, other, images, ids, key, scalars, 3)  # another model
+    assert program._cache_size() == 1  # padded last chunk, new params: no recompile
+    # Randomness follows example ids, not positions: a reordered batch gives the same values.
+    rev = study_mod._run_chunks(program, tiny_params, images[::-1], ids[::-1], key, scalars, 3)
+    assert program._cache_size() == 1
+    for name in ("p_r", "bound", "estimate", "jac_fro", "jac_fro_probe"):
+        assert by3[name].shape == (5,)
+        np.testing.assert_allclose(by3[name], rev[name][::-1], rtol=1e-5)

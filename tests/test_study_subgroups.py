@@ -1,0 +1,169 @@
+"""The subgroup study end to end on the 'tiny' preset: tables, consistency, resume, bad configs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vaerob_jax.cli import main
+from vaerob_jax.studies import SubgroupStudyConfig, run_subgroup_study, validate_config
+from vaerob_jax.studies.config import SUBGROUP_PRESETS
+from vaerob_jax.sweeps import read_csv
+
+TINY = SUBGROUP_PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    paths = run_subgroup_study(TINY, out, progress=False, log=lambda _: None)
+    return out, paths
+
+
+@pytest.mark.slow
+def test_tables_have_the_promised_shape(study):
+    out, paths = study
+    dev = read_csv(paths["deviation"])
+    assert list(dev[0]) == [
+        "beta", "eps", "subgroup", "example_id", "delta_c", "recon_loss", "latent_shift"
+    ]  # fmt: skip
+    n_cells = len(TINY.betas) * len(TINY.eps)
+    assert len(dev) == n_cells * 4 * TINY.n_per_subgroup
+    assert {r["subgroup"] for r in dev} == {"young-women", "young-men", "old-women", "old-men"}
+    assert all(r["delta_c"] >= 0 and r["latent_shift"] >= 0 for r in dev)
+    # Each (beta, eps) cell attacks the same examples.
+    ids = {(r["beta"], r["eps"]): set() for r in dev}
+    for r in dev:
+        ids[(r["beta"], r["eps"])].add(r["example_id"])
+    assert len({frozenset(v) for v in ids.values()}) == 1
+    # The summary's medians are those of the per-example table.
+    summary = read_csv(paths["summary"])
+    assert len(summary) == n_cells * 4
+    for s in summary:
+        vals = [
+            r["delta_c"]
+            for r in dev
+            if (r["beta"], r["eps"], r["subgroup"]) == (s["beta"], s["eps"], s["subgroup"])
+        ]
+        assert s["n"] == len(vals) == TINY.n_per_subgroup
+        np.testing.assert_allclose(s["median"], np.median(vals), rtol=1e-12)
+        assert s["ci_low"] <= s["median"] <= s["ci_high"]
+    # The deviation rows at eps=0 would be zero; a larger budget damages at least as much on
+    # average (the attack objective is monotone in the budget for a fixed start).
+    med = {(s["beta"], s["eps"]): s["median"] for s in summary}
+    for beta in TINY.betas:
+        lo = np.mean([med[(beta, min(TINY.eps))] for _ in range(1)])
+        hi = np.mean([med[(beta, max(TINY.eps))] for _ in range(1)])
+        assert hi > lo
+    acc = read_csv(paths["classifier_accuracy"])
+    assert {r["input"] for r in acc} == {"clean", "recon", "adv_recon"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in acc)
+    nb = read_csv(paths["neighbours"])
+    assert all(0.0 <= r["other_share_clean"] <= 1.0 for r in nb)
+    report = paths["report"].read_text()
+    for name in ("deviation_distributions_by_subgroup.png", "median_deviation_vs_eps.png"):
+        assert name in report and (out / "figures" / name).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_recomputing(study, monkeypatch):
+    out, paths = study
+    before = paths["deviation"].read_text()
+    import vaerob_jax.attacks as atk
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished cell was attacked again")
+
+    monkeypatch.setattr(atk, "attack_batch", boom)
+    again = run_subgroup_study(TINY, out, progress=False, log=lambda _: None)
+    assert again["deviation"].read_text() == before
+
+
+@pytest.mark.slow
+def test_new_eps_value_only_computes_new_cells(study, tmp_path, monkeypatch):
+    out, _ = study
+    import shutil
+
+    import vaerob_jax.attacks as atk
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    calls = []
+    real = atk.attack_batch
+
+    def counting(attack, params, xs, eps_grid, key, **kw):
+        calls.append(np.asarray(eps_grid).tolist())
+        return real(attack, params, xs, eps_grid, key, **kw)
+
+    monkeypatch.setattr(atk, "attack_batch", counting)
+    bigger = dataclasses.replace(TINY, eps=(*TINY.eps, 0.2))
+    paths = run_subgroup_study(bigger, copy, progress=False, log=lambda _: None)
+    assert all(np.allclose(c, [0.2]) for c in calls) and len(calls) == len(TINY.betas)
+    assert len(read_csv(paths["deviation"])) == len(TINY.betas) * 3 * 4 * TINY.n_per_subgroup
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"eps": (-0.1, 0.1)}, "eps"),
+        ({"betas": (1.0, -2.0)}, "betas"),
+        ({"dataset": "imagenet"}, "unknown dataset"),
+        ({"norm": "l1"}, "norm"),
+        ({"n_per_subgroup": 0}, "n_per_subgroup"),
+    ],
+)
+def test_bad_config_is_rejected_before_anything_runs(change, message):
+    with pytest.raises(ValueError, match=message):
+        validate_config(dataclasses.replace(TINY, **change))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_per_subgroup": 100}, "old-women"),
+        ({"subgroups": ("Young", "Bald")}, "Bald"),
+        ({"eps": (float("nan"),)}, "eps"),
+    ],
+)
+def test_bad_config_fails_before_training(change, message, tmp_path, monkeypatch):
+    import vaerob_jax.studies.subgroups as study_mod
+
+    def no_training(*a, **k):
+        raise AssertionError("training started before the config was validated")
+
+    monkeypatch.setattr(study_mod, "train_grid", no_training)
+    with pytest.raises(ValueError, match=message):
+        run_subgroup_study(dataclasses.replace(TINY, **change), tmp_path, progress=False)
+
+
+def test_cli_reports_bad_config_with_exit_code_2(tmp_path, capsys):
+    code = main(["subgroups", "--preset", "tiny", "--eps", "-1", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "eps" in capsys.readouterr().err
+
+
+def test_cli_flags_override_the_preset():
+    from vaerob_jax.cli import build_parser
+    from vaerob_jax.commands.subgroups import build_config
+
+    args = build_parser().parse_args(
+        [
+            "subgroups",
+            "--preset",
+            "tiny",
+            "--betas",
+            "2,3",
+            "--subgroups",
+            "Young,Male",
+            "--out",
+            "x",
+        ]
+    )
+    cfg = build_config(args)
+    assert cfg.betas == (2.0, 3.0) and cfg.subgroups == ("Young", "Male")
+    assert cfg.attack_steps == TINY.attack_steps
+    assert isinstance(cfg, SubgroupStudyConfig)
+    args = build_parser().parse_args(["subgroups", "--dataset", "celeb_a", "--out", "x"])
+    assert build_config(args) == SUBGROUP_PRESETS["celeb_a"]
