@@ -23,7 +23,9 @@ def test_kl_closed_form_matches_monte_carlo():
 def test_kl_is_zero_at_prior_and_offset_matches_plain():
     assert float(jnp.abs(gaussian_kl(jnp.zeros(4), jnp.zeros(4))).max()) < 1e-7
     mu, logvar = jnp.array([0.3, -0.2]), jnp.array([-1.0, 0.5])
-    np.testing.assert_allclose(gaussian_kl_offset(mu, logvar, 0.0), gaussian_kl(mu, logvar), rtol=1e-6)
+    np.testing.assert_allclose(
+        gaussian_kl_offset(mu, logvar, 0.0), gaussian_kl(mu, logvar), rtol=1e-6
+    )
     # With an offset tau the std is sigma + tau: compare with the plain KL at that std.
     tau = 0.5
     std = jnp.exp(0.5 * logvar) + tau
@@ -73,4 +75,6 @@ def test_beta_is_traceable_without_recompile(tiny_model, tiny_params, tiny_image
 
 def test_unknown_reduction(tiny_model, tiny_params, tiny_images):
     with pytest.raises(ValueError, match="kl_reduction"):
-        beta_vae_loss(tiny_model, tiny_params, tiny_images[0], jax.random.key(0), 1.0, kl_reduction="avg")
+        beta_vae_loss(
+            tiny_model, tiny_params, tiny_images[0], jax.random.key(0), 1.0, kl_reduction="avg"
+        )
