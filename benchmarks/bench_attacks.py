@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import compiled_flops, matmul_peak_gflops
 from vaerob_jax.attacks import attack_batch, attack_models, latent_damage, pgd, projection
 from vaerob_jax.attacks.driver import (
     DEFAULT_CHUNK,
@@ -46,26 +47,6 @@ YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 def _block(x: Any) -> Any:
     return jax.block_until_ready(x)
-
-
-def matmul_peak_gflops(n: int, reps: int = 5) -> float:
-    """Best-of-reps float32 n×n matmul throughput in GFLOP/s (2n³ flops)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    _block(f(a))
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        _block(f(a))
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
-def _flops(compiled: Any) -> float:
-    ca = compiled.cost_analysis()
-    if isinstance(ca, list | tuple):
-        ca = ca[0]
-    return float(ca.get("flops", float("nan")))
 
 
 def setup(quick: bool) -> dict[str, Any]:
@@ -106,7 +87,7 @@ def warm_up(
         full, rest = divmod(attack.steps, DEFAULT_CHUNK)
         for length in [m for m in (DEFAULT_CHUNK if full else 0, rest) if m]:
             compiled = _chunk_program.lower(attack, "grid", length, p, xs, eps, state).compile()
-            out["flops_per_image_step"] = _flops(compiled) / (length * n * e)
+            out["flops_per_image_step"] = compiled_flops(compiled) / (length * n * e)
         _finalize_program.lower(attack, "grid", p, xs, eps, state).compile()
     out["compile_s"] = time.perf_counter() - t
     return out

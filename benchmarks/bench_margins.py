@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import compiled_flops, matmul_peak_gflops
 from vaerob_jax.models import make_vae
 from vaerob_jax.robustness.jacobian import (
     encoder_jacobian_fro,
@@ -54,21 +55,9 @@ def _time(fn: Callable[[], Any], reps: int) -> tuple[float, float]:
 
 def _flops(jitted: Any, *args: Any) -> float:
     try:
-        cost = jitted.lower(*args).compile().cost_analysis()
-        if isinstance(cost, list):  # older jax returned a list of dicts
-            cost = cost[0]
-        return float(cost.get("flops", float("nan")))
-    except Exception:  # cost analysis is best effort on some backends
+        return compiled_flops(jitted.lower(*args).compile())
+    except Exception:  # lowering is best effort for the estimate
         return float("nan")
-
-
-def matmul_peak(n: int = 2048, reps: int = 3) -> float:
-    """float32 matmul GFLOP/s measured now (the yardstick for achieved rates)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul)
-    _, best = _time(lambda: f(a, b), reps)
-    return 2 * n**3 / best / 1e9
 
 
 def run(quick: bool, batch: int | None, reps: int) -> dict[str, Any]:
@@ -84,7 +73,7 @@ def run(quick: bool, batch: int | None, reps: int) -> dict[str, Any]:
     params = model.init(jax.random.key(0))
     xs = jax.random.uniform(jax.random.key(1), (batch, *shape), jnp.float32)
     key = jax.random.key(2)
-    peak = matmul_peak(peak_n)
+    peak = matmul_peak_gflops(peak_n, reps=3)
     out: dict[str, Any] = {
         "device": str(jax.devices()[0]),
         "backbone": backbone,

@@ -1,3 +1,40 @@
-"""vaerob_jax: adversarial robustness of autoencoders per intersectional subgroup, in JAX."""
+"""vaerob_jax: adversarial robustness of autoencoders per intersectional subgroup, in JAX.
+
+Subpackages (each re-exports its public names with ``__all__``):
+  data        datasets, intersectional subgroups, seeded samplers
+  models      VAEs and classifiers as pure functions over params pytrees
+  objectives  per-example training losses (β-VAE, Eq. 2 of 000)
+  attacks     composable, vmapped maximum-damage attacks (Eq. 4 of 000, Eq. 5 of 001)
+  robustness  Δc, summaries, neighbourhoods, r-robustness, Jacobian bounds, margins (001)
+  train       grid training of model stacks, checkpoints
+  sweeps      resumable grid execution, tidy tables
+  report      figures and Markdown reports
+  studies     end-to-end studies behind ``vaerob subgroups`` and ``vaerob margins``
+"""
+
+from vaerob_jax import (
+    attacks,
+    data,
+    models,
+    objectives,
+    report,
+    robustness,
+    studies,
+    sweeps,
+    train,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "attacks",
+    "data",
+    "models",
+    "objectives",
+    "report",
+    "robustness",
+    "studies",
+    "sweeps",
+    "train",
+]

@@ -1,0 +1,41 @@
+"""Helpers shared by the benchmarks: the in-run matmul yardstick and XLA FLOP counts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` float32 n×n matmul throughput in GFLOP/s (2n³ flops), measured now.
+
+    Achieved rates are reported as a fraction of this number from the same run, since the
+    shared machine's speed varies from minute to minute.
+    """
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    best = np.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a))
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def compiled_flops(compiled: Any) -> float:
+    """FLOPs XLA's cost analysis counts for a compiled program (NaN where unavailable).
+
+    A ``fori_loop``/``scan`` body is counted once, not per iteration: measure one step.
+    """
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # best effort on some backends
+        return float("nan")
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", float("nan")))
