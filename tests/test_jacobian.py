@@ -108,6 +108,33 @@ def test_theorem1_bound_fields_and_true_margin(tau):
         assert float(out["bound"][i]) <= true_margin
 
 
+@pytest.mark.parametrize("m", [0.3, 0.7, 0.85])
+def test_theorem1_bound_at_level_m_stays_below_the_true_margin(m):
+    """At a level m != 0.5 the bound uses Phi^-1(p) - Phi^-1(m); without the second probit a
+    bound at 0.5 would exceed the true margin at m = 0.7 (the level mismatch it prevents)."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(LATENT, D))
+    params, model = _linear_params(a), LinearGaussianVAE()
+    x = jnp.asarray(rng.uniform(size=D), jnp.float32)
+    r, n = 1.645, 20000
+    out = theorem1_bound(model, params, x, r, jax.random.key(1), n, m=m)
+    true_margin = linear_true_margin(params, r, m)
+    p = float(out["p_r"])
+    assert bool(out["bound_defined"]) == (p > m)
+    expected = (
+        SIGMA
+        * (float(jax.scipy.special.ndtri(min(p, 1 - 0.5 / n))) - float(jax.scipy.special.ndtri(m)))
+        / np.linalg.norm(a)
+    )
+    np.testing.assert_allclose(out["bound"], expected, rtol=1e-4)
+    assert float(out["bound"]) <= true_margin
+
+
+def test_theorem1_bound_rejects_bad_level(tiny_model, tiny_params, tiny_images):
+    with pytest.raises(ValueError, match="m must lie"):
+        theorem1_bound(tiny_model, tiny_params, tiny_images[0], 1.0, jax.random.key(0), 8, m=1.5)
+
+
 def test_theorem1_bound_undefined_and_clipped():
     a = np.random.default_rng(4).normal(size=(LATENT, D))
     params, model = _linear_params(a), LinearGaussianVAE()

@@ -594,8 +594,8 @@ def plot_embedding(
       names: subgroup names.
       path: output file.
       shade: optional (N,) Δc of attacked points, NaN for points that were not attacked.
-      xy_adv: optional (N, 2) coordinates of the adversarial embeddings (used where shade is
-        finite).
+      xy_adv: optional (N, 2) coordinates of the adversarial embeddings, drawn with an arrow
+        where shade is finite and the row is not NaN.
       title: axes title.
       dpi: resolution.
     """
@@ -652,16 +652,17 @@ def plot_embedding(
         )
         fig.colorbar(sc, ax=ax, label="adversarial deviation Δc")
         if xy_adv is not None:
+            moved = attacked & np.all(np.isfinite(xy_adv), axis=1)  # NaN rows: no arrow
             ax.scatter(
-                xy_adv[attacked, 0],
-                xy_adv[attacked, 1],
+                xy_adv[moved, 0],
+                xy_adv[moved, 1],
                 marker="o",
                 s=20,
                 color="0.45",
                 zorder=3,
                 gid="adv",
             )
-            segs = np.stack([xy[attacked], xy_adv[attacked]], axis=1)
+            segs = np.stack([xy[moved], xy_adv[moved]], axis=1)
             lc = LineCollection(list(segs), colors="0.3", linewidths=0.7, zorder=2)
             lc.set_gid("pull")
             ax.add_collection(lc)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from vaerob_jax.robustness.r_robust import (
     _check_count,
     _check_finite,
+    _check_level,
     _check_nonnegative,
     _check_positive,
     _p_and_se,
@@ -142,17 +143,23 @@ def theorem1_bound(
     n_samples: int,
     sigma_offset: jax.Array | float = 0.0,
     clip_p: bool = True,
+    m: jax.Array | float = 0.5,
 ) -> dict[str, jax.Array]:
     """001 Theorem 1 (Eq. 4) lower bound on the margin R^r_X(x), without the O(eps) term.
 
-        bound = min_i sigma_i(x) * Phi^{-1}(p(||Delta(x)||_2 <= r)) / ||J_mu(x)||_F
+        bound = min_i sigma_i(x) * (Phi^{-1}(p(||Delta(x)||_2 <= r)) - Phi^{-1}(m)) / ||J_mu(x)||_F
+
+    At the theorem's level m = 0.5 the second probit is 0 and this is the paper's formula.
+    For a general level m (Definition 3.1's generalisation, the level the margin estimate
+    uses) the same Neyman-Pearson step gives the difference of probits, defined for p > m;
+    comparing a bound at 0.5 with a margin at another m would compare different quantities.
 
     ``sigma_i(x) = exp(logvar_i / 2) + tau``: with the offset of 001 Fig. 7 the encoder's
     standard deviation IS sigma + tau (that is how the offset enlarges the bound), so tau
     enters both ``min_i sigma_i`` and the Monte-Carlo ``p``.
 
-    The theorem needs r-robustness at the clean input, p > 0.5 (Eq. 2). When the estimated
-    ``p <= 0.5`` the bound is undefined: ``bound`` is NaN and ``bound_defined`` False.
+    The theorem needs r-robustness at the clean input, p > m (Eq. 2 at m = 0.5). When the
+    estimated ``p <= m`` the bound is undefined: ``bound`` is NaN and ``bound_defined`` False.
     With ``clip_p`` (default) the probability fed to Phi^{-1} is capped at ``1 - 1/(2n)`` so an
     estimate of exactly 1 (all ``n`` draws inside r) gives a finite bound rather than +inf;
     ``p_r`` always reports the raw estimate.
@@ -164,6 +171,7 @@ def theorem1_bound(
       n_samples: number of encoder-noise draws (static, >= 1).
       sigma_offset: tau (001 Fig. 7), >= 0.
       clip_p: cap p at 1 - 1/(2n) before the probit (see above).
+      m: the robustness level in (0, 1); 0.5 is Theorem 1's.
 
     Returns:
       Dict of per-example fields: ``sigma_min`` (scalar), ``jac_fro`` (scalar), ``p_r`` and
@@ -174,7 +182,8 @@ def theorem1_bound(
     _check_positive("r", r)
     _check_nonnegative("sigma_offset", sigma_offset)
     _check_finite("x", x)
-    return _bound_jit(model, params, x, r, key, n_samples, sigma_offset, clip_p)
+    _check_level("m", m)
+    return _bound_jit(model, params, x, r, key, n_samples, sigma_offset, clip_p, m)
 
 
 def _bound(
@@ -186,6 +195,7 @@ def _bound(
     n_samples: int,
     sigma_offset: jax.Array | float,
     clip_p: bool,
+    m: jax.Array | float = 0.5,
 ) -> dict[str, jax.Array]:
     _, logvar = model.encode(params, x)
     sigma_min = jnp.min(jnp.exp(0.5 * logvar) + sigma_offset)
@@ -193,8 +203,9 @@ def _bound(
     norms = deviation_norms(model, params, x, key, n_samples, sigma_offset)
     p, se = _p_and_se(norms, r)
     p_used = jnp.minimum(p, 1.0 - 0.5 / n_samples) if clip_p else p
-    defined = p > 0.5
-    probit = jax.scipy.special.ndtri(jnp.where(defined, p_used, 0.75))
+    defined = p > m
+    ndtri = jax.scipy.special.ndtri
+    probit = ndtri(jnp.where(defined, p_used, 0.75)) - ndtri(jnp.asarray(m, p.dtype))
     bound = jnp.where(defined, sigma_min * probit / jac_fro, jnp.nan)
     return {
         "sigma_min": sigma_min,

@@ -349,7 +349,7 @@ def make_example_program(
         # The estimator gives its only example fold_in(k_margin, 0) and draws η from
         # fold_in(that, 0): feeding the bound the same key makes p_r the estimator's p_clean.
         k_mc = jax.random.fold_in(jax.random.fold_in(k_margin, 0), 0)
-        b = theorem1_bound(model, params, x, r, k_mc, n_samples, tau)
+        b = theorem1_bound(model, params, x, r, k_mc, n_samples, tau, m=m)
         g = estimator(params, x[None], r, k_margin, m, r_max, tau)
         sq, sq_se = encoder_jacobian_fro_probe(
             model, params, x, jax.random.fold_in(key, 1), n_probes

@@ -70,6 +70,7 @@ DEVIATION_COLUMNS = (
     "recon_loss",
     "latent_shift",
 )
+ARROWS_IN_TSNE = 12  # attacked examples (highest Δc) whose move is drawn in the t-SNE figure
 SUMMARY_COLUMNS = ("beta", "eps", "subgroup", "n", "median", "iqr", "mean", "ci_low", "ci_high")
 
 
@@ -575,6 +576,10 @@ def _write_outputs(
         }
         shade[n_ref:] = [dc0[int(e)] for e in sample.example_ids]
         xy_adv = np.concatenate([np.full((n_ref, 2), np.nan), xy[n_ref + n_s :]])
+        # Arrows to the adversarial embedding only for the most damaged examples: one per
+        # attacked example would hide the picture.
+        calm = np.argsort(-shade[n_ref:])[ARROWS_IN_TSNE:]
+        xy_adv[n_ref + calm] = np.nan
         path = fig_dir / f"latent_tsne_beta{betas[0]:g}_eps{eps_max:g}.png"
         report.plot_embedding(xy[: n_ref + n_s], groups, names, path, shade, xy_adv=xy_adv)
         paths["fig_tsne"] = path
