@@ -9,16 +9,20 @@ import pytest
 
 from vaerob_jax.cli import main
 from vaerob_jax.studies import SubgroupStudyConfig, run_subgroup_study, validate_config
-from vaerob_jax.studies.config import SUBGROUP_PRESETS
+from vaerob_jax.studies.config import SUBGROUP_PRESETS, canonical_grid, study_key
 from vaerob_jax.sweeps import read_csv
 
 TINY = SUBGROUP_PRESETS["tiny"]
+# Grid values that are not short decimals (β = 1/3, ε = 8/255) must survive the result store's
+# canonical keys all the way to the report.
+CFG = dataclasses.replace(TINY, betas=(1 / 3, 5.0), eps=(8 / 255, 0.1))
+CANON = canonical_grid(CFG, ("betas", "eps"))
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    paths = run_subgroup_study(TINY, out, progress=False, log=lambda _: None)
+    paths = run_subgroup_study(CFG, out, progress=False, log=lambda _: None)
     return out, paths
 
 
@@ -29,8 +33,8 @@ def test_tables_have_the_promised_shape(study):
     assert list(dev[0]) == [
         "beta", "eps", "subgroup", "example_id", "delta_c", "recon_loss", "latent_shift"
     ]  # fmt: skip
-    n_cells = len(TINY.betas) * len(TINY.eps)
-    assert len(dev) == n_cells * 4 * TINY.n_per_subgroup
+    n_cells = len(CANON.betas) * len(CANON.eps)
+    assert len(dev) == n_cells * 4 * CANON.n_per_subgroup
     assert {r["subgroup"] for r in dev} == {"young-women", "young-men", "old-women", "old-men"}
     assert all(r["delta_c"] >= 0 and r["latent_shift"] >= 0 for r in dev)
     # Each (beta, eps) cell attacks the same examples.
@@ -47,16 +51,16 @@ def test_tables_have_the_promised_shape(study):
             for r in dev
             if (r["beta"], r["eps"], r["subgroup"]) == (s["beta"], s["eps"], s["subgroup"])
         ]
-        assert s["n"] == len(vals) == TINY.n_per_subgroup
+        assert s["n"] == len(vals) == CANON.n_per_subgroup
         np.testing.assert_allclose(s["median"], np.median(vals), rtol=1e-12)
         assert s["ci_low"] <= s["median"] <= s["ci_high"]
-    # The deviation rows at eps=0 would be zero; a larger budget damages at least as much on
-    # average (the attack objective is monotone in the budget for a fixed start).
-    med = {(s["beta"], s["eps"]): s["median"] for s in summary}
-    for beta in TINY.betas:
-        lo = np.mean([med[(beta, min(TINY.eps))] for _ in range(1)])
-        hi = np.mean([med[(beta, max(TINY.eps))] for _ in range(1)])
-        assert hi > lo
+    # A larger budget does more damage on average over the attacked examples.
+    for beta in CANON.betas:
+        mean_dc = {
+            eps: np.mean([r["delta_c"] for r in dev if (r["beta"], r["eps"]) == (beta, eps)])
+            for eps in CANON.eps
+        }
+        assert mean_dc[max(CANON.eps)] > mean_dc[min(CANON.eps)]
     acc = read_csv(paths["classifier_accuracy"])
     assert {r["input"] for r in acc} == {"clean", "recon", "adv_recon"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in acc)
@@ -77,7 +81,7 @@ def test_rerun_resumes_without_recomputing(study, monkeypatch):
         raise AssertionError("a finished cell was attacked again")
 
     monkeypatch.setattr(atk, "attack_batch", boom)
-    again = run_subgroup_study(TINY, out, progress=False, log=lambda _: None)
+    again = run_subgroup_study(CFG, out, progress=False, log=lambda _: None)
     assert again["deviation"].read_text() == before
 
 
@@ -98,10 +102,10 @@ def test_new_eps_value_only_computes_new_cells(study, tmp_path, monkeypatch):
         return real(attack, params, xs, eps_grid, key, **kw)
 
     monkeypatch.setattr(atk, "attack_batch", counting)
-    bigger = dataclasses.replace(TINY, eps=(*TINY.eps, 0.2))
+    bigger = dataclasses.replace(CFG, eps=(*CFG.eps, 0.2))
     paths = run_subgroup_study(bigger, copy, progress=False, log=lambda _: None)
-    assert all(np.allclose(c, [0.2]) for c in calls) and len(calls) == len(TINY.betas)
-    assert len(read_csv(paths["deviation"])) == len(TINY.betas) * 3 * 4 * TINY.n_per_subgroup
+    assert all(np.allclose(c, [0.2]) for c in calls) and len(calls) == len(CANON.betas)
+    assert len(read_csv(paths["deviation"])) == len(CANON.betas) * 3 * 4 * CANON.n_per_subgroup
 
 
 @pytest.mark.parametrize(
@@ -167,3 +171,19 @@ def test_cli_flags_override_the_preset():
     assert isinstance(cfg, SubgroupStudyConfig)
     args = build_parser().parse_args(["subgroups", "--dataset", "celeb_a", "--out", "x"])
     assert build_config(args) == SUBGROUP_PRESETS["celeb_a"]
+
+
+def test_grid_values_are_canonicalised_once():
+    assert CANON.betas == (0.333333333333, 5.0) and CANON.eps[0] == 0.0313725490196
+    assert canonical_grid(CANON, ("betas", "eps")) == CANON
+
+
+def test_study_keys_are_distinct_per_purpose_and_stable():
+    import jax
+
+    keys = [study_key(0, p) for p in ("sample", "attack", "classifier/Male", "margins")]
+    data = {tuple(np.asarray(jax.random.key_data(k)).tolist()) for k in keys}
+    assert len(data) == 4
+    assert np.array_equal(
+        jax.random.key_data(study_key(0, "attack")), jax.random.key_data(study_key(0, "attack"))
+    )

@@ -88,11 +88,19 @@ def run(args: argparse.Namespace) -> int:
     from vaerob_jax.data import DatasetNotPreparedError
     from vaerob_jax.studies import run_subgroup_study, validate_config
     from vaerob_jax.sweeps import FingerprintMismatchError
+    from vaerob_jax.train import CheckpointError
 
     try:
         config = build_config(args)
         validate_config(config)
         paths = run_subgroup_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
+    except CheckpointError as err:
+        print(
+            f"vaerob {args.command}: error: {err}\n(the output folder was trained with other "
+            "settings: use another --out, or --fresh to discard what it holds)",
+            file=sys.stderr,
+        )
+        return 1
     except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
         print(f"vaerob subgroups: error: {err}", file=sys.stderr)
         return 2

@@ -49,7 +49,13 @@ from vaerob_jax.robustness import (
     pgd_attack_fn,
     theorem1_bound,
 )
-from vaerob_jax.studies.config import SubgroupStudyConfig, config_fingerprint
+from vaerob_jax.studies.config import (
+    SubgroupStudyConfig,
+    canonical_grid,
+    config_fingerprint,
+    study_key,
+    train_config_for,
+)
 from vaerob_jax.sweeps import (
     GridSpec,
     ResultStore,
@@ -60,7 +66,7 @@ from vaerob_jax.sweeps import (
     write_csv,
     write_json,
 )
-from vaerob_jax.train import CheckpointError, TrainConfig, train_grid
+from vaerob_jax.train import CheckpointError, train_grid
 from vaerob_jax.train.grid import make_grid
 
 __all__ = [
@@ -275,7 +281,7 @@ def prepare_margin_inputs(
 ) -> MarginInputs:
     """Validates the config, loads the data and the evaluated examples, builds the model.
 
-    The examples are ``sample_per_subgroup(split, max_per_subgroup, fold_in(key(seed), 1))``,
+    The examples are ``sample_per_subgroup(split, max_per_subgroup, study_key(seed, "sample"))``,
     the subgroup study's draw (its lowest-scored members per subgroup, so a smaller n gives a
     subset of a larger one), or every example in a subgroup when ``max_per_subgroup`` is None.
     """
@@ -294,7 +300,9 @@ def prepare_margin_inputs(
         keep = keep[np.argsort(pool.subgroup_ids[keep], kind="stable")]
         sample = pool.take(keep)
     else:
-        key = jax.random.fold_in(jax.random.key(config.seed), 1)
+        # The subgroup study's sampling key: with max_per_subgroup <= its n_per_subgroup
+        # these are the same examples, so its Δc joins every margin row.
+        key = study_key(config.seed, "sample")
         sample = sample_per_subgroup(pool, config.max_per_subgroup, key)
     if len(sample) == 0:
         raise ValueError(f"no example of split {config.split!r} falls in a subgroup")
@@ -531,14 +539,7 @@ def _train_or_load(
         # A copy keeps the subgroup study's folder untouched and this study self-contained.
         shutil.copytree(reuse, workdir, dirs_exist_ok=True)
         log(f"reusing the trained β grid of {reuse.parent}")
-    train_cfg = TrainConfig(
-        steps=config.train_steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        kl_reduction=config.kl_reduction,
-        checkpoint_every=max(1, config.train_steps // 4),
-        log_every=max(1, config.train_steps // 50),
-    )
+    train_cfg = train_config_for(config)
 
     def fit() -> Any:
         return train_grid(
@@ -588,9 +589,14 @@ def run_margin_study(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    validate_margin_config(config)  # before canonicalising, so errors name the fields
+    config = canonical_grid(config, ("betas", "taus"))  # the values cells are keyed by
     inputs = prepare_margin_inputs(config, log)
     reuse, dev_path = _reusable_train_dir(config, log)
     out = Path(out_dir)
+    if fresh:  # everything computed for another config goes, not just the cells
+        for folder in ("train", "cells"):
+            shutil.rmtree(out / folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**config.to_dict(), "fingerprint": config.fingerprint()})
     sample = inputs.sample
@@ -624,7 +630,9 @@ def run_margin_study(
         if k not in ("betas", "taus", "subgroup_study_dir")
     }
     store = ResultStore(out / "cells", store_cfg, fresh=fresh)
-    key = jax.random.fold_in(jax.random.key(config.seed), 4)
+    # One key for every model: example i gets the same noise draws and attack starts on every
+    # (β, τ), so models are compared on paired randomness whatever the grid's order.
+    key = study_key(config.seed, "margins")
     scalars = tuple(jnp.asarray(v, jnp.float32) for v in (config.r, config.m, config.r_max))
     images, ids = sample.images, np.asarray(sample.example_ids)
     n_todo = len(store.pending(spec)) * len(sample)
@@ -650,7 +658,7 @@ def run_margin_study(
             params,
             images,
             ids,
-            jax.random.fold_in(key, k),
+            key,
             (*scalars, jnp.asarray(tau, jnp.float32)),
             config.chunk_size,
             tick,

@@ -18,7 +18,9 @@ stopped; every input is validated before anything is trained.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +55,16 @@ from vaerob_jax.robustness import (
     summarize,
     tsne_embedding,
 )
-from vaerob_jax.studies.config import SubgroupStudyConfig, config_fingerprint
+from vaerob_jax.studies.config import (
+    SubgroupStudyConfig,
+    canonical_grid,
+    config_fingerprint,
+    stats_seed,
+    study_key,
+    train_config_for,
+)
 from vaerob_jax.sweeps import GridSpec, ResultStore, run_grid, write_csv, write_json
-from vaerob_jax.train import CheckpointError, TrainConfig, load_params, save_params, train_grid
+from vaerob_jax.train import CheckpointError, load_params, save_params, train_grid
 from vaerob_jax.train.grid import make_grid
 
 # Protected attributes with readable (false, true) level names, for single-attribute tables.
@@ -71,6 +80,10 @@ DEVIATION_COLUMNS = (
     "latent_shift",
 )
 ARROWS_IN_TSNE = 12  # attacked examples (highest Δc) whose move is drawn in the t-SNE figure
+# Settings that only affect statistics and figures computed after the attacks.
+POST_PROCESSING_FIELDS = ("betas", "eps", "n_boot", "n_perm", "knn_k", "n_reference", "tsne_points")
+CLASSIFIER_BATCH = 64
+CLASSIFIER_LR = 1e-3
 SUMMARY_COLUMNS = ("beta", "eps", "subgroup", "n", "median", "iqr", "mean", "ci_low", "ci_high")
 
 
@@ -147,10 +160,9 @@ def prepare_inputs(config: SubgroupStudyConfig, log: Callable[[str], None] = _lo
         f"data: {config.dataset} train {len(train)} images, {config.sample_split} {len(pool)}; "
         f"subgroups {pool.counts()}"
     )
-    key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    sample = sample_per_subgroup(pool, config.n_per_subgroup, key)
+    sample = sample_per_subgroup(pool, config.n_per_subgroup, study_key(config.seed, "sample"))
     # Neighbourhood reference set: clean examples of the pool that were not attacked.
-    rest = np.setdiff1d(np.arange(len(pool)), np.searchsorted(pool.example_ids, sample.example_ids))
+    rest = np.flatnonzero(~np.isin(pool.example_ids, sample.example_ids))
     rest = rest[pool.subgroup_ids[rest] >= 0]
     rng = np.random.default_rng([config.seed, 2])
     reference = pool.take(np.sort(rng.permutation(rest)[: config.n_reference]))
@@ -171,14 +183,18 @@ def _train_or_load_classifiers(
     result: dict[str, tuple[Any, Any]] = {}
     if config.classifier_steps == 0:
         return result
-    for i, attr in enumerate(inputs.attributes):
+    for attr in inputs.attributes:
         clf = make_classifier(inputs.train.image_shape, 2)
         folder = out / "classifiers" / attr
+        images = inputs.train.images
         meta = {
             "attribute": attr,
             "steps": config.classifier_steps,
+            "batch_size": CLASSIFIER_BATCH,
+            "learning_rate": CLASSIFIER_LR,
             "dataset": config.dataset,
-            "image_size": config.image_size,
+            "data_shape": list(images.shape),
+            "data_sum": float(np.sum(images, dtype=np.float64)),
             "seed": config.seed,
         }
         params = None
@@ -193,9 +209,15 @@ def _train_or_load_classifiers(
         if params is None:
             t0 = time.perf_counter()
             labels = inputs.train.attributes[attr].astype(np.int32)
-            key = jax.random.fold_in(jax.random.key(config.seed), 100 + i)
+            key = study_key(config.seed, f"classifier/{attr}")
             params = train_classifier(
-                clf, inputs.train.images, labels, key, config.classifier_steps, 64, lr=1e-3
+                clf,
+                images,
+                labels,
+                key,
+                config.classifier_steps,
+                CLASSIFIER_BATCH,
+                lr=CLASSIFIER_LR,
             )
             save_params(folder, params, meta, overwrite=True)
             log(f"classifier '{attr}' trained in {time.perf_counter() - t0:.1f}s")
@@ -235,8 +257,26 @@ def _arrays(store: ResultStore, cell: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _encode_means(model: VAE, params: Any, xs: jax.Array) -> np.ndarray:
-    return np.asarray(jax.jit(lambda p, x: model.encode(p, x)[0])(params, xs))
+@functools.partial(jax.jit, static_argnames="model")
+def _means(model: VAE, params: Any, xs: jax.Array) -> jax.Array:
+    """Encoder means of a batch (one compiled program per model and shape)."""
+    return model.encode(params, xs)[0]
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _reconstructions(model: VAE, params: Any, xs: jax.Array) -> jax.Array:
+    return model.reconstruct(params, xs)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _stack_means(model: VAE, stacked: Any, xs: jax.Array) -> jax.Array:
+    """(K, N, d) encoder means of every model of a stack."""
+    return jax.vmap(lambda p: model.encode(p, xs)[0])(stacked)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _stack_reconstructions(model: VAE, stacked: Any, xs: jax.Array) -> jax.Array:
+    return jax.vmap(lambda p: model.reconstruct(p, xs))(stacked)
 
 
 def run_subgroup_study(
@@ -261,8 +301,14 @@ def run_subgroup_study(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    # Grid values as the result store keys them, for training, attacks and lookups alike.
+    validate_config(config)  # before canonicalising, so errors name the config's fields
+    config = canonical_grid(config, ("betas", "eps"))
     inputs = prepare_inputs(config, log)
     out = Path(out_dir)
+    if fresh:  # everything computed for another config goes, not just the attack cells
+        for folder in ("train", "classifiers", "cells"):
+            shutil.rmtree(out / folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**config.to_dict(), "fingerprint": config.fingerprint()})
     model, sample = inputs.model, inputs.sample
@@ -271,19 +317,11 @@ def run_subgroup_study(
 
     # 1. The β grid, trained in one vmapped program (or loaded from its checkpoints).
     t0 = time.perf_counter()
-    train_cfg = TrainConfig(
-        steps=config.train_steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        kl_reduction=config.kl_reduction,
-        checkpoint_every=max(1, config.train_steps // 4),
-        log_every=max(1, config.train_steps // 50),
-    )
     trained = train_grid(
         model,
         inputs.train.images,
         betas,
-        train_cfg,
+        train_config_for(config),
         jax.random.key(config.seed),
         workdir=out / "train",
         progress=progress,
@@ -309,12 +347,13 @@ def run_subgroup_study(
         restarts=config.restarts,
     )
     spec = GridSpec({"beta": betas, "eps": eps_values})
-    # The fingerprint leaves the grid axes out, so adding a β or ε value keeps finished cells.
-    store_cfg = {
-        k: v for k, v in config.to_dict().items() if k not in ("betas", "eps", "tsne_points")
-    }
+    # The cells' fingerprint holds only what changes a cell: not the grid axes (a new ε value
+    # keeps finished cells) nor the settings of the statistics and figures computed later.
+    store_cfg = {k: v for k, v in config.to_dict().items() if k not in POST_PROCESSING_FIELDS}
     store = ResultStore(out / "cells", store_cfg, fresh=fresh)
-    attack_key = jax.random.fold_in(jax.random.key(config.seed), 3)
+    # One key for every β and ε: example n starts from the same point everywhere, so models
+    # and budgets are compared on paired attacks, whatever the grid's order or history.
+    attack_key = study_key(config.seed, "attack")
     n_show = min(4, len(sample))
     show_idx = np.unique(sample.subgroup_ids, return_index=True)[1][:n_show]
 
@@ -322,23 +361,22 @@ def run_subgroup_study(
         k = betas.index(float(cells[0]["beta"]))
         params = jax.tree.map(lambda a: a[k], stacked)
         eps_grid = jnp.asarray([float(c["eps"]) for c in cells], jnp.float32)
-        deltas = atk.attack_batch(attack, params, xs, eps_grid, jax.random.fold_in(attack_key, k))
+        deltas = atk.attack_batch(attack, params, xs, eps_grid, attack_key)
         metrics = {
             name: np.asarray(v)
             for name, v in evaluate_attacks(
                 model, params, xs, deltas, kind=config.deviation_kind
             ).items()
         }
-        x_adv = jnp.clip(xs[None] + deltas, 0.0, 1.0)
-        mu_adv = _encode_means(model, params, x_adv.reshape((-1, *xs.shape[1:])))
-        mu_adv = mu_adv.reshape((len(cells), len(sample), -1))
-        recon_adv = jax.jit(model.reconstruct)(params, x_adv.reshape((-1, *xs.shape[1:])))
-        recon_adv = recon_adv.reshape(x_adv.shape)
+        # x + δ as Δc saw it (the projection keeps it in the pixel box).
+        x_adv = (xs[None] + deltas).reshape((-1, *xs.shape[1:]))
+        mu_adv = np.asarray(_means(model, params, x_adv)).reshape((len(cells), len(sample), -1))
+        recon_adv = np.asarray(_reconstructions(model, params, x_adv)).reshape(deltas.shape)
         results = []
         for e, cell in enumerate(cells):
             arrays = {"mu_adv": mu_adv[e], "example_deltas": np.asarray(deltas[e, show_idx])}
             for attr, (clf, cparams) in classifiers.items():
-                arrays[f"pred_adv_{attr}"] = predict(clf, cparams, np.asarray(recon_adv[e]))
+                arrays[f"pred_adv_{attr}"] = predict(clf, cparams, recon_adv[e])
             rows = _rows_for_cell(
                 cell["beta"], cell["eps"], sample, {m: v[e] for m, v in metrics.items()}
             )
@@ -366,17 +404,19 @@ def _summaries(
     """Per (β, ε) summaries and disparities of Δc over groups given by ``groups_of(row)``."""
     summary, disp = [], []
     cells = sorted({(r["beta"], r["eps"]) for r in rows})
-    for i, (beta, eps) in enumerate(cells):
+    for beta, eps in cells:
         cell_rows = [r for r in rows if r["beta"] == beta and r["eps"] == eps]
         labels = [groups_of(r) for r in cell_rows]
         names = sorted(set(labels), key=labels.index)
         ids = np.asarray([names.index(label) for label in labels])
         values = np.asarray([r["delta_c"] for r in cell_rows], np.float64)
-        seed = config.seed * 1000 + i
-        for s in summarize(values, ids, seed, n_boot=config.n_boot, names=names):
+        cell = f"beta={beta!r}|eps={eps!r}"
+        boot = np.random.default_rng(stats_seed(config.seed, "bootstrap", cell))
+        for s in summarize(values, ids, boot, n_boot=config.n_boot, names=names):
             summary.append({"beta": beta, "eps": eps, "subgroup": s.pop("group"), **s})
         if len(names) > 1:
-            for d in disparity(values, ids, seed, n_perm=config.n_perm, names=names):
+            perm = np.random.default_rng(stats_seed(config.seed, "permutation", cell))
+            for d in disparity(values, ids, perm, n_perm=config.n_perm, names=names):
                 disp.append({"beta": beta, "eps": eps, "subgroup": d.pop("group"), **d})
     return summary, disp
 
@@ -421,7 +461,7 @@ def _write_outputs(
     # Classifier accuracy: clean images, clean reconstructions, adversarial reconstructions.
     acc_rows: list[dict[str, Any]] = []
     xs = jnp.asarray(sample.images)
-    recon = np.asarray(jax.vmap(model.reconstruct, in_axes=(0, None))(stacked, xs))
+    recon = np.asarray(_stack_reconstructions(model, stacked, xs))
     for attr, (clf, cparams) in classifiers.items():
         label = ATTRIBUTE_LEVELS[attr][0]
         truth = sample.attributes[attr].astype(np.int32)
@@ -471,8 +511,8 @@ def _write_outputs(
     nb_rows: list[dict[str, Any]] = []
     nb_summary: list[dict[str, Any]] = []
     ref_images = jnp.asarray(reference.images)
-    mu_sample = np.asarray(jax.vmap(lambda p: model.encode(p, xs)[0])(stacked))
-    mu_ref = np.asarray(jax.vmap(lambda p: model.encode(p, ref_images)[0])(stacked))
+    mu_sample = np.asarray(_stack_means(model, stacked, xs))
+    mu_ref = np.asarray(_stack_means(model, stacked, ref_images))
     for k, beta in enumerate(betas):
         for cell in spec.cells():
             if float(cell["beta"]) != beta:
@@ -550,9 +590,9 @@ def _write_outputs(
         : len(res0_arrays["example_deltas"])
     ]
     clean = sample.images[show_idx]
-    adv = np.clip(clean + res0_arrays["example_deltas"], 0.0, 1.0)
+    adv = clean + res0_arrays["example_deltas"]
     params0 = jax.tree.map(lambda a: a[0], stacked)
-    rec = jax.jit(model.reconstruct)
+    rec = functools.partial(_reconstructions, model)
     report.plot_example_grid(
         clean,
         adv,
