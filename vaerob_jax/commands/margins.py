@@ -46,6 +46,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "batch_size": (int, "training batch size"),
     "learning_rate": (float, "Adam learning rate"),
     "n_train": (int, "training images of embedded data"),
+    "n_test": (int, "images in the evaluated split of embedded data"),
     "r": (float, "output radius r of p(‖Δ(x)‖₂ ≤ r) (001 Eq. 2)"),
     "m": (float, "probability level of r-robustness (0.5 in 001)"),
     "n_samples": (int, "Monte-Carlo η draws per probability"),

@@ -173,6 +173,9 @@ class MarginStudyConfig:
     batch_size: int = _SG.batch_size
     learning_rate: float = _SG.learning_rate
     n_train: int | None = None
+    # Size of the embedded data's evaluated split: the subgroup study's, so both draw the same
+    # examples (TFDS data: keep None).
+    n_test: int | None = _SG.n_test
     # Margin and bound (001 Eq. 2-4).
     r: float = 3.0
     m: float = 0.5
@@ -208,6 +211,7 @@ MARGIN_PRESETS: dict[str, MarginStudyConfig] = {
         latent_dim=4,
         betas=(1.0, 5.0),
         n_train=256,
+        n_test=None,
         train_steps=20,
         batch_size=32,
         r=2.0,
@@ -295,7 +299,8 @@ def prepare_margin_inputs(
         "seed": config.seed,
     }
     train = load(config.dataset, "train", **common, **kw)
-    pool = load(config.dataset, config.split, **common)
+    pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
+    pool = load(config.dataset, config.split, **common, **pool_kw)
     if config.max_per_subgroup is None:
         keep = np.nonzero(pool.subgroup_ids >= 0)[0]
         keep = keep[np.argsort(pool.subgroup_ids[keep], kind="stable")]
