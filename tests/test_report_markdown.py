@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,15 @@ def test_markdown_table_exact():
         markdown_table([])
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['x'\]"):
         markdown_table(rows, columns=["x"])
+
+
+def test_figure_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    # `vaerob subgroups --out results/x` hands the report paths like results/x/figures/a.png.
+    monkeypatch.chdir(tmp_path)
+    path = write_report(
+        Path("results/x/report.md"), "t", [Section("h", figure=Path("results/x/figures/a.png"))]
+    )
+    assert "![h](figures/a.png)" in path.read_text()
 
 
 def test_write_report_relative_links(tmp_path):

@@ -23,7 +23,8 @@ class Section:
     Attributes:
       heading: section title.
       reading: one line saying what the numbers show (computed by the caller).
-      figure: optional image path; written as a link relative to the report's folder.
+      figure: optional image path (absolute or relative to the working directory); written
+        as a link relative to the report's folder.
       table: optional tidy rows rendered as a Markdown table.
       columns: table column order (default: the rows' keys in first-seen order).
       digits: significant digits for floats in the table.
@@ -107,8 +108,9 @@ def render_report(
         if sec.reading:
             out += [sec.reading.strip(), ""]
         if sec.figure is not None:
-            fig = Path(sec.figure)
-            rel = os.path.relpath(fig, base_dir) if fig.is_absolute() else str(fig)
+            # A figure is a filesystem path (a relative one is relative to the working
+            # directory, like every other path); the link is relative to the report.
+            rel = os.path.relpath(Path(sec.figure).resolve(), Path(base_dir).resolve())
             out += [f"![{sec.heading}]({Path(rel).as_posix()})", ""]
         if sec.table is not None:
             out += [markdown_table(sec.table, sec.columns, sec.digits), ""]
@@ -120,8 +122,9 @@ def write_report(
     title: str,
     sections: Sequence[Section | Mapping[str, Any]],
 ) -> Path:
-    """Write the report to ``path`` (atomically); absolute figure paths become links relative
-    to the report's folder. Sections are :class:`Section` objects or dicts of its fields."""
+    """Write the report to ``path`` (atomically); figure paths (absolute, or relative to the
+    working directory) become links relative to the report's folder. Sections are
+    :class:`Section` objects or dicts of its fields."""
     path = Path(path)
     text = render_report(title, sections, base_dir=path.parent.resolve())
     atomic_write_bytes(path, text.encode("utf-8"))
