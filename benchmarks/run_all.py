@@ -1,5 +1,5 @@
 """Runs every benchmark and writes one JSON per benchmark into ``--out`` (default
-``results/benchmarks``). ``--quick`` uses tiny shapes (a minute); the full run takes ~10 min
+``results/benchmarks``). ``--quick`` uses tiny shapes; the full run takes ~8 min
 on 2 CPU cores.
 
     python -m benchmarks.run_all [--quick] [--out DIR]
