@@ -25,32 +25,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from vaerob_jax.commands.train import DEFAULTS
+
 __all__ = ["get_config", "to_argv"]
 
 
 def get_config() -> dict[str, Any]:
     """The defaults of ``vaerob train`` for the β-grid experiment (a fresh dict each call)."""
-    return {
-        "dataset": "shapes",
-        "split": "train",
-        "image_size": None,
-        "limit": None,
-        "betas": "1,5,10",
-        "sigma_offsets": None,
-        "model_seeds": None,
-        "steps": 500,
-        "batch_size": 64,
-        "learning_rate": 1e-4,
-        "backbone": "burgess64",
-        "latent_dim": 16,
-        "hidden": None,
-        "likelihood": "bernoulli",
-        "kl_reduction": "sum",
-        "seed": 0,
-        "checkpoint_every": 100,
-        "log_every": 10,
-        "max_to_keep": 2,
-    }
+    return dict(DEFAULTS)
 
 
 def to_argv(config: dict[str, Any], out: str) -> list[str]:

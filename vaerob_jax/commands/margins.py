@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
-from vaerob_jax.commands.train import _floats
+from vaerob_jax.commands import float_list, run_reporting_errors
 
 __all__ = ["build_config", "register", "run"]
 
@@ -40,8 +39,8 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "subgroups": (str, "subgroup preset ('age_gender', 'gray_hair', ...) or attributes A,B"),
     "backbone": (str, "encoder/decoder backbone"),
     "latent_dim": (int, "latent size"),
-    "betas": (_floats, "β grid, e.g. 1,5,10"),
-    "taus": (_floats, "encoder-std offsets τ, e.g. 0,0.1,0.5,1 (001 Fig. 7)"),
+    "betas": (float_list, "β grid, e.g. 1,5,10"),
+    "taus": (float_list, "encoder-std offsets τ, e.g. 0,0.1,0.5,1 (001 Fig. 7)"),
     "train_steps": (int, "VAE training steps"),
     "batch_size": (int, "training batch size"),
     "learning_rate": (float, "Adam learning rate"),
@@ -112,25 +111,15 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the study; bad settings exit with code 2 and a message naming the problem."""
-    from vaerob_jax.data import DatasetNotPreparedError
     from vaerob_jax.studies.margins import run_margin_study, validate_margin_config
-    from vaerob_jax.sweeps import FingerprintMismatchError
-    from vaerob_jax.train import CheckpointError
 
-    try:
+    def study() -> dict[str, Path]:
         config = build_config(args)
         validate_margin_config(config)
-        paths = run_margin_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
-    except CheckpointError as err:
-        print(
-            f"vaerob {args.command}: error: {err}\n(the output folder was trained with other "
-            "settings: use another --out, or --fresh to discard what it holds)",
-            file=sys.stderr,
-        )
-        return 1
-    except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
-        print(f"vaerob margins: error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {paths['report']}")
-    print(f"margins: {paths['margins']}")
-    return 0
+        return run_margin_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
+
+    code, paths = run_reporting_errors("margins", study)
+    if paths is not None:
+        print(f"report: {paths['report']}")
+        print(f"margins: {paths['margins']}")
+    return code

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
-from vaerob_jax.commands.train import _floats
+from vaerob_jax.commands import float_list, run_reporting_errors
 
 __all__ = ["register", "run"]
 
@@ -28,13 +27,13 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "subgroups": (str, "subgroup preset ('age_gender', 'gray_hair', ...) or attributes A,B"),
     "backbone": (str, "encoder/decoder backbone"),
     "latent_dim": (int, "latent size"),
-    "betas": (_floats, "β grid, e.g. 1,5,10"),
+    "betas": (float_list, "β grid, e.g. 1,5,10"),
     "train_steps": (int, "VAE training steps"),
     "batch_size": (int, "training batch size"),
     "learning_rate": (float, "Adam learning rate"),
     "n_train": (int, "training images of embedded data"),
     "n_test": (int, "images in the sampled split of embedded data"),
-    "eps": (_floats, "attack budgets, e.g. 0.03,0.06,0.1"),
+    "eps": (float_list, "attack budgets, e.g. 0.03,0.06,0.1"),
     "norm": (str, "threat model: linf or l2"),
     "attack_steps": (int, "PGD steps"),
     "attack_rule": (str, "step rule: sign or adam"),
@@ -85,25 +84,19 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaerob_jax.data import DatasetNotPreparedError
+    """Runs the study; bad settings exit with code 2 and a message naming the problem."""
     from vaerob_jax.studies import run_subgroup_study, validate_config
-    from vaerob_jax.sweeps import FingerprintMismatchError
-    from vaerob_jax.train import CheckpointError
 
-    try:
+    config = None
+
+    def study() -> dict[str, Path]:
+        nonlocal config
         config = build_config(args)
         validate_config(config)
-        paths = run_subgroup_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
-    except CheckpointError as err:
-        print(
-            f"vaerob {args.command}: error: {err}\n(the output folder was trained with other "
-            "settings: use another --out, or --fresh to discard what it holds)",
-            file=sys.stderr,
-        )
-        return 1
-    except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
-        print(f"vaerob subgroups: error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {paths['report']}")
-    print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
-    return 0
+        return run_subgroup_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
+
+    code, paths = run_reporting_errors("subgroups", study)
+    if paths is not None and config is not None:
+        print(f"report: {paths['report']}")
+        print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
+    return code

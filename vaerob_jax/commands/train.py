@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vaerob_jax.commands import float_list, int_list
+
 __all__ = ["DEFAULTS", "register", "run"]
 
 # Defaults of the command (experiments/train_beta_grid.py mirrors them; a test checks).
@@ -44,26 +46,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
-    return values
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one int, got {text!r}")
-    return values
-
-
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``train`` subcommand to ``subparsers``."""
     from vaerob_jax.models import BACKBONES, LIKELIHOODS
@@ -79,17 +61,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--split", default=d["split"])
     p.add_argument("--image-size", type=int, default=d["image_size"], help="side in pixels")
     p.add_argument("--limit", type=int, default=d["limit"], help="use at most this many images")
-    p.add_argument("--betas", type=_floats, default=_floats(d["betas"]), help="e.g. 1,5,10")
+    p.add_argument("--betas", type=float_list, default=float_list(d["betas"]), help="e.g. 1,5,10")
     p.add_argument(
-        "--sigma-offsets", type=_floats, default=d["sigma_offsets"], help="τ grid (001 Fig. 7)"
+        "--sigma-offsets", type=float_list, default=d["sigma_offsets"], help="τ grid (001 Fig. 7)"
     )
-    p.add_argument("--model-seeds", type=_ints, default=d["model_seeds"], help="e.g. 0,1,2")
+    p.add_argument("--model-seeds", type=int_list, default=d["model_seeds"], help="e.g. 0,1,2")
     p.add_argument("--steps", type=int, default=d["steps"])
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
     p.add_argument("--backbone", choices=BACKBONES, default=d["backbone"])
     p.add_argument("--latent-dim", type=int, default=d["latent_dim"])
-    p.add_argument("--hidden", type=_ints, default=d["hidden"], help="MLP widths, e.g. 256,128")
+    p.add_argument("--hidden", type=int_list, default=d["hidden"], help="MLP widths, e.g. 256,128")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default=d["likelihood"])
     p.add_argument("--kl-reduction", choices=KL_REDUCTIONS, default=d["kl_reduction"])
     p.add_argument("--seed", type=int, default=d["seed"], help="run key: jax.random.key(seed)")
