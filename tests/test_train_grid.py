@@ -19,6 +19,7 @@ from vaerob_jax.train import (
     TrainConfig,
     batch_indices,
     make_grid,
+    resolve_model_axis,
     train_grid,
     train_step_traces,
 )
@@ -190,6 +191,28 @@ def test_kl_reduction_reference_mean_divides_beta():
     cfg = TrainConfig(steps=1, batch_size=4, learning_rate=1e-3)
     b = train_grid(model, images, [64.0 / 16.0], cfg, jax.random.key(2), progress=False)
     np.testing.assert_allclose(a.history["loss"][0], b.history["loss"][0], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_model_axis_sequential_equals_vmap_and_does_not_retrace(tiny_model, tiny_images):
+    """One single-model program called per model gives the vmapped grid's results, and it is
+    traced once for all models (the model index is an array argument)."""
+    key, betas = jax.random.key(5), [1.0, 2.0, 3.0]
+    cfg = TrainConfig(steps=3, batch_size=4, learning_rate=1e-3, log_every=1, model_axis="vmap")
+    sequential = dataclasses.replace(cfg, model_axis="sequential")
+    a = train_grid(tiny_model, tiny_images, betas, cfg, key, progress=False)
+    before = train_step_traces()
+    b = train_grid(tiny_model, tiny_images, betas, sequential, key, progress=False)
+    assert train_step_traces() - before <= 1
+    assert _leaves_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
+
+
+def test_auto_model_axis_is_sequential_on_cpu():
+    assert resolve_model_axis("auto") == (
+        "sequential" if jax.default_backend() == "cpu" else "vmap"
+    )
+    assert resolve_model_axis("map") == "map"
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from vaerob_jax.train.grid import (
     batch_indices,
     grid_fingerprint,
     make_grid,
+    resolve_model_axis,
     train_grid,
     train_step_traces,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "make_grid",
     "plot_loss_curves",
     "read_metrics",
+    "resolve_model_axis",
     "save_params",
     "train_grid",
     "train_step_traces",

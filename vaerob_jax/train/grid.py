@@ -16,10 +16,12 @@ so a run resumed from a checkpoint reproduces the uninterrupted one exactly, and
 grid equals the same (β, τ, seed) trained alone. Models that share a seed share initial params
 and batch order (common random numbers), so β comparisons are not confounded by the seed.
 
-``TrainConfig.model_axis='map'`` runs the K models one after another inside the same program
-(``lax.map``) instead: vmapping a conv over stacked kernels yields a grouped convolution,
-which some backends run slower than K plain ones. On the 2-core CPU 'map' was ~5x slower than
-'vmap' for burgess64 (benchmarks/bench_train.py), so 'vmap' is the default.
+How a step runs the K models is chosen in one place, :func:`resolve_model_axis`: vmapping a
+conv over stacked kernels yields a grouped convolution, which XLA's CPU backend runs slower
+than K plain ones (K=4 burgess64 at 64x64: 'vmap' 0.70x of K separate programs), so on CPU
+the default ('auto') calls one compiled single-model step K times from Python
+('sequential'); on accelerators it vmaps. 'map' (``lax.map`` inside one program) is ~5x
+slower on that CPU and kept for comparison. All give the same results.
 
 Steps are driven from Python over the jitted step: on the 2-core CPU a ``lax.fori_loop`` over
 steps ran ~3x slower (ENVIRONMENT_NOTES).
@@ -217,6 +219,48 @@ def _init_stack(model: VAE, config: TrainConfig, keys: jax.Array) -> tuple[Any, 
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
+def resolve_model_axis(model_axis: str) -> str:
+    """'auto' -> 'sequential' on CPU, 'vmap' on GPU/TPU; other values are returned as given."""
+    if model_axis != "auto":
+        return model_axis
+    return "sequential" if jax.default_backend() == "cpu" else "vmap"
+
+
+def _sequential(one_model):
+    """A grid step that runs one compiled single-model step per model.
+
+    Model k's slice is taken and written back inside the compiled programs (the stack stays
+    on the device; one dispatch per model and step), so it is a drop-in for the vmapped step.
+    """
+
+    @jax.jit
+    def step_k(params, opt_state, images, data_keys, noise_keys, betas, taus, step, k):
+        take = functools.partial(jax.tree.map, lambda a: a[k])
+        p, o, metrics = one_model(
+            take(params),
+            take(opt_state),
+            images,
+            data_keys[k],
+            noise_keys[k],
+            betas[k],
+            taus[k],
+            step,
+        )
+        put = functools.partial(jax.tree.map, lambda a, v: a.at[k].set(v))
+        return put(params, p), put(opt_state, o), metrics
+
+    def step(params, opt_state, images, data_keys, noise_keys, betas, taus, step):
+        per_model = []
+        for k in range(betas.shape[0]):
+            params, opt_state, metrics = step_k(
+                params, opt_state, images, data_keys, noise_keys, betas, taus, step, jnp.int32(k)
+            )
+            per_model.append(metrics)
+        return params, opt_state, jax.tree.map(lambda *m: jnp.stack(m), *per_model)
+
+    return step
+
+
 @functools.lru_cache(maxsize=32)
 def _grid_step_fn(model: VAE, config: TrainConfig):
     """The jitted step for a stack of models; cached so a new β grid reuses the program."""
@@ -249,8 +293,11 @@ def _grid_step_fn(model: VAE, config: TrainConfig):
         params = optax.apply_updates(params, updates)
         return params, opt_state, {"loss": loss, **aux}
 
-    if config.model_axis == "vmap":
+    axis = resolve_model_axis(config.model_axis)
+    if axis == "vmap":
         return jax.jit(jax.vmap(one_model, in_axes=(0, 0, None, 0, 0, 0, 0, None)))
+    if axis == "sequential":
+        return _sequential(one_model)
 
     def mapped(params, opt_state, images, data_keys, noise_keys, betas, taus, step):
         def body(xs):
