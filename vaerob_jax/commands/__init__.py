@@ -10,9 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["float_list", "int_list", "run_reporting_errors"]
+__all__ = [
+    "add_study_flags",
+    "float_list",
+    "flag_changes",
+    "int_list",
+    "run_reporting_errors",
+]
 
 T = TypeVar("T")
 
@@ -37,6 +43,32 @@ def int_list(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected at least one int, got {text!r}")
     return values
+
+
+def add_study_flags(parser: argparse.ArgumentParser, overrides: dict[str, tuple[Any, str]]) -> None:
+    """Adds one flag per overridable config field (unset: None, the preset's value stays)
+    plus --fresh and --quiet, the flags every study command has."""
+    for name, (kind, text) in overrides.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard what the output folder holds for another config",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def flag_changes(args: argparse.Namespace, names: Any) -> dict[str, Any]:
+    """The config changes the given flags ask for: lists become tuples (config fields are
+    tuples) and a 'subgroups' value 'A,B' becomes the attribute tuple ('A', 'B')."""
+    changes = {name: getattr(args, name) for name in names}
+    for name, value in changes.items():
+        if isinstance(value, list):
+            changes[name] = tuple(value)
+    subgroups = changes.get("subgroups")
+    if isinstance(subgroups, str) and "," in subgroups:
+        changes["subgroups"] = tuple(a.strip() for a in subgroups.split(","))
+    return changes
 
 
 def run_reporting_errors(command: str, fn: Callable[[], T]) -> tuple[int, T | None]:

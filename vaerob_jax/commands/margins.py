@@ -18,7 +18,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from vaerob_jax.commands import float_list, run_reporting_errors
+from vaerob_jax.commands import (
+    add_study_flags,
+    flag_changes,
+    float_list,
+    run_reporting_errors,
+)
 
 __all__ = ["build_config", "register", "run"]
 
@@ -82,10 +87,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="a `vaerob subgroups` output folder: reuse its β grid, join its deviation.csv",
     )
-    for name, (kind, text) in _OVERRIDES.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
-    p.add_argument("--fresh", action="store_true", help="discard finished cells of another config")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_study_flags(p, _OVERRIDES)
     p.set_defaults(func=run)
     return p
 
@@ -95,12 +97,7 @@ def build_config(args: argparse.Namespace) -> Any:
     from vaerob_jax.studies.config import override
     from vaerob_jax.studies.margins import MARGIN_PRESETS
 
-    changes = {name: getattr(args, name) for name in _OVERRIDES if name != "max_per_subgroup"}
-    for name in ("betas", "taus"):
-        if changes[name] is not None:
-            changes[name] = tuple(changes[name])
-    if changes["subgroups"] is not None and "," in changes["subgroups"]:
-        changes["subgroups"] = tuple(a.strip() for a in changes["subgroups"].split(","))
+    changes = flag_changes(args, [n for n in _OVERRIDES if n != "max_per_subgroup"])
     changes["subgroup_study_dir"] = args.subgroup_study
     config = override(MARGIN_PRESETS[args.preset], **changes)
     if args.max_per_subgroup is not None:

@@ -16,7 +16,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from vaerob_jax.commands import float_list, run_reporting_errors
+from vaerob_jax.commands import (
+    add_study_flags,
+    flag_changes,
+    float_list,
+    run_reporting_errors,
+)
 
 __all__ = ["register", "run"]
 
@@ -61,10 +66,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="named settings (default: the dataset's preset if any, else 'shapes')",
     )
-    for name, (kind, text) in _OVERRIDES.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
-    p.add_argument("--fresh", action="store_true", help="discard finished cells of another config")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_study_flags(p, _OVERRIDES)
     p.set_defaults(func=run)
     return p
 
@@ -74,12 +76,7 @@ def build_config(args: argparse.Namespace) -> Any:
     from vaerob_jax.studies.config import SUBGROUP_PRESETS, override
 
     preset = args.preset or (args.dataset if args.dataset in SUBGROUP_PRESETS else "shapes")
-    changes = {name: getattr(args, name) for name in _OVERRIDES}
-    for name in ("betas", "eps"):
-        if changes[name] is not None:
-            changes[name] = tuple(changes[name])
-    if changes["subgroups"] is not None and "," in changes["subgroups"]:
-        changes["subgroups"] = tuple(a.strip() for a in changes["subgroups"].split(","))
+    changes = flag_changes(args, _OVERRIDES)
     return override(SUBGROUP_PRESETS[preset], **changes)
 
 
