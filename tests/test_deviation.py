@@ -42,8 +42,8 @@ def test_deviation_matches_numpy(tiny_model, tiny_params, tiny_images, deltas):
     assert want_l2 > 0
     np.testing.assert_allclose(float(got_l2), want_l2, rtol=1e-5)
     np.testing.assert_allclose(float(got_abs), want_abs, rtol=1e-5)
-    mu0 = np.asarray(tiny_model.encode(tiny_params, x)[0], np.float64)
-    mu1 = np.asarray(tiny_model.encode(tiny_params, x + d)[0], np.float64)
+    mu0 = np.asarray(tiny_model.embed(tiny_params, x), np.float64)
+    mu1 = np.asarray(tiny_model.embed(tiny_params, x + d), np.float64)
     np.testing.assert_allclose(
         float(latent_shift(tiny_model, tiny_params, x, d)), np.linalg.norm(mu1 - mu0), rtol=1e-5
     )
@@ -55,7 +55,7 @@ def test_stochastic_deviation_uses_two_latent_samples(tiny_model, tiny_params, t
     key = jax.random.key(7)
     got = adversarial_deviation(tiny_model, tiny_params, x, zero, "mean_abs", key=key)
     # Independent re-computation: two reparameterised samples decoded, mean |difference|.
-    mu, logvar = tiny_model.encode(tiny_params, x)
+    mu, logvar = tiny_model.posterior(tiny_params, x)
     k1, k2 = jax.random.split(key)
     z1 = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k1, mu.shape)
     z2 = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k2, mu.shape)

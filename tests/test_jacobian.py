@@ -34,7 +34,7 @@ def _linear_params(a: np.ndarray, sigma: float = SIGMA) -> dict:
 def test_jacobian_matches_finite_differences(tiny_model, tiny_params, tiny_images):
     """Exact VJP norm vs central differences over all 64 pixels of the 8x8x1 tiny model."""
     x = tiny_images[2]
-    mu_fn = jax.jit(lambda xx: tiny_model.encode(tiny_params, xx)[0])
+    mu_fn = jax.jit(lambda xx: tiny_model.embed(tiny_params, xx))
     h = 1e-2
     eye = jnp.eye(x.size, dtype=x.dtype).reshape(x.size, *x.shape)
     cols = jax.vmap(lambda e: (mu_fn(x + h * e) - mu_fn(x - h * e)) / (2 * h))(eye)  # (P, d)
@@ -162,7 +162,7 @@ def test_theorem1_bound_vmaps_over_examples(tiny_model, tiny_params, tiny_images
         one = theorem1_bound(tiny_model, tiny_params, xs[i], 1.5, jax.random.key(0), 32)
         for k in ("sigma_min", "jac_fro", "p_r"):
             np.testing.assert_allclose(batched[k][i], one[k], rtol=1e-5)
-        mu, lv = tiny_model.encode(tiny_params, xs[i])
+        mu, lv = tiny_model.posterior(tiny_params, xs[i])
         np.testing.assert_allclose(one["sigma_min"], jnp.min(jnp.exp(0.5 * lv)), rtol=1e-6)
 
 

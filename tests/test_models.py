@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaerob_jax.models import BACKBONES, make_vae, soft_clamp
+from vaerob_jax.models import BACKBONES, DiagGaussian, make_vae
+from vaerob_jax.models.vae import soft_clamp
 
 SHAPES = {
     "ref64": (64, 64, 3),
@@ -23,13 +24,13 @@ def test_shapes_and_ranges(backbone):
     model = make_vae(backbone, shape, latent_dim=5)
     params = model.init(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, *shape))
-    mu, logvar = model.encode(params, x)
+    mu, logvar = model.posterior(params, x)
     assert mu.shape == (2, 5) and logvar.shape == (2, 5)
     recon = model.reconstruct(params, x)
     assert recon.shape == (2, *shape)
     assert float(recon.min()) >= 0.0 and float(recon.max()) <= 1.0
     # One example and a batch agree.
-    mu0, logvar0 = model.encode(params, x[0])
+    mu0, logvar0 = model.posterior(params, x[0])
     np.testing.assert_allclose(mu0, mu[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(logvar0, logvar[0], rtol=1e-5, atol=1e-5)
 
@@ -58,15 +59,15 @@ def test_soft_clamp_bounds_and_slope():
 
 def test_extreme_inputs_give_finite_variance(tiny_model, tiny_params):
     x = jnp.full((8, 8, 1), 1e4)  # far outside the data range: logvar must still be bounded
-    _, logvar = tiny_model.encode(tiny_params, x)
+    _, logvar = tiny_model.posterior(tiny_params, x)
     assert bool(jnp.all(jnp.isfinite(jnp.exp(logvar))))
 
 
-def test_sample_latent_moments(tiny_model):
+def test_posterior_sample_moments():
     mu = jnp.array([1.0, -2.0, 0.0, 3.0])
     logvar = jnp.log(jnp.array([0.25, 1.0, 4.0, 0.01]))
     keys = jax.random.split(jax.random.key(3), 20000)
-    z = jax.vmap(lambda k: tiny_model.sample_latent(k, mu, logvar, 0.5))(keys)
+    z = jax.vmap(lambda k: DiagGaussian(mu, logvar).sample(k, 0.5))(keys)
     np.testing.assert_allclose(z.mean(0), mu, atol=0.05)
     np.testing.assert_allclose(z.std(0), jnp.exp(0.5 * logvar) + 0.5, rtol=0.03)
 
@@ -110,6 +111,6 @@ def test_bad_construction(kwargs, message):
 
 def test_wrong_input_shape_is_named(tiny_model, tiny_params):
     with pytest.raises(ValueError, match=r"\(8, 8, 1\)"):
-        tiny_model.encode(tiny_params, jnp.zeros((9, 8, 1)))
+        tiny_model.posterior(tiny_params, jnp.zeros((9, 8, 1)))
     with pytest.raises(ValueError, match="expected z"):
         tiny_model.decode(tiny_params, jnp.zeros((5,)))

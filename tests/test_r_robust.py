@@ -132,8 +132,8 @@ def test_apply_to_modes(tiny_model, tiny_params, tiny_images, linear):
 
     @jax.jit
     def by_hand(x, delta):  # Delta(x, delta) written out for each mode, same eta draws
-        mu, lv = tiny_model.encode(tiny_params, x)
-        mu_p, lv_p = tiny_model.encode(tiny_params, x + delta)
+        mu, lv = tiny_model.posterior(tiny_params, x)
+        mu_p, lv_p = tiny_model.posterior(tiny_params, x + delta)
         center = tiny_model.decode(tiny_params, mu)
         eta = jax.vmap(lambda k: jax.random.normal(k, mu.shape))(jax.random.split(key, n))
         out = {}
@@ -188,7 +188,7 @@ def test_vmap_jit_match_per_example_and_r_grid_does_not_retrace(
 
 def test_relative_loglik_degradation(linear):
     model, params, x = linear
-    z = model.encode(params, x)[0]
+    z = model.embed(params, x)
     z_star = z + jnp.array([0.5, -0.2, 0.1])
     assert float(relative_loglik_degradation(model, params, x, z, z)) == 0.0
 

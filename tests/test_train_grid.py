@@ -74,7 +74,7 @@ def test_first_logged_loss_matches_direct_computation(tiny_model, tiny_images):
     idx = batch_indices(jax.random.fold_in(model_key, 1), 0, tiny_images.shape[0], 4)
     noise = jax.random.split(jax.random.fold_in(jax.random.fold_in(model_key, 2), 0), 4)
     losses, aux = jax.jit(
-        jax.vmap(lambda x, k: beta_vae_loss(tiny_model, params0, x, k, beta, sigma_offset=tau))
+        jax.vmap(lambda x, k: beta_vae_loss(tiny_model, params0, x, k, beta, tau=tau))
     )(tiny_images[np.asarray(idx)], noise)
     np.testing.assert_allclose(res.history["loss"][0, 0], np.mean(losses), rtol=1e-5)
     np.testing.assert_allclose(res.history["kl"][0, 0], np.mean(aux["kl"]), rtol=1e-5)

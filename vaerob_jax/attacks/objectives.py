@@ -89,13 +89,15 @@ def latent_damage(model: VAE, use_mean: bool = True, normalize: str | None = Non
     _check_normalize(normalize)
 
     def objective(params: Any, x: jax.Array, delta: jax.Array, key: jax.Array) -> jax.Array:
-        mu_a, lv_a = model.encode(params, perturbed_input(x, delta, normalize))
-        mu_c, lv_c = jax.lax.stop_gradient(model.encode(params, x))
-        if not use_mean:
+        x_adv = perturbed_input(x, delta, normalize)
+        if use_mean:
+            z_a = model.embed(params, x_adv)
+            z_c = jax.lax.stop_gradient(model.embed(params, x))
+        else:
             k_a, k_c = jax.random.split(key)
-            mu_a = model.sample_latent(k_a, mu_a, lv_a)
-            mu_c = model.sample_latent(k_c, mu_c, lv_c)
-        return safe_norm(mu_a - mu_c)
+            z_a = model.posterior(params, x_adv).sample(k_a)
+            z_c = jax.lax.stop_gradient(model.posterior(params, x)).sample(k_c)
+        return safe_norm(z_a - z_c)
 
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
     return objective
@@ -119,11 +121,13 @@ def output_damage(model: VAE, use_mean: bool = True, normalize: str | None = Non
     _check_normalize(normalize)
 
     def objective(params: Any, x: jax.Array, delta: jax.Array, key: jax.Array) -> jax.Array:
-        mu_a, lv_a = model.encode(params, perturbed_input(x, delta, normalize))
-        if not use_mean:
-            mu_a = model.sample_latent(key, mu_a, lv_a)
+        x_adv = perturbed_input(x, delta, normalize)
+        if use_mean:
+            z_a = model.embed(params, x_adv)
+        else:
+            z_a = model.posterior(params, x_adv).sample(key)
         clean = jax.lax.stop_gradient(model.reconstruct(params, x))
-        return safe_norm(model.decode(params, mu_a) - clean)
+        return safe_norm(model.decode(params, z_a) - clean)
 
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
     return objective

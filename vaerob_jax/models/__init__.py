@@ -1,6 +1,13 @@
-"""Models as pure functions over params pytrees."""
+"""Models as pure functions over params pytrees (the protocol: docs/CONTRACTS.md).
 
-from vaerob_jax.models.backbones import BACKBONES, make_backbone
+Autoencoders — :class:`VAE` (``make_vae``), :class:`HierarchicalVAE` (``make_hierarchical``),
+:class:`DeterministicAE` (``make_dae``) — expose ``init``, ``embed``, ``posterior``,
+``decode``, ``reconstruct`` and ``spec``; classifiers (``make_classifier``) expose ``init``,
+``logits`` and ``spec``. ``check_autoencoder`` / ``check_classifier`` say what an object
+lacks to satisfy the protocol.
+"""
+
+from vaerob_jax.models.backbones import BACKBONES
 from vaerob_jax.models.classifier import (
     Classifier,
     accuracy,
@@ -9,26 +16,36 @@ from vaerob_jax.models.classifier import (
     predict,
     train_classifier,
 )
-from vaerob_jax.models.vae import (
-    LIKELIHOODS,
-    VAE,
-    log_likelihood_from_logits,
-    make_vae,
-    soft_clamp,
+from vaerob_jax.models.dae import DeterministicAE, make_dae
+from vaerob_jax.models.distributions import DiagGaussian
+from vaerob_jax.models.hierarchical import HIERARCHICAL_KINDS, HierarchicalVAE, make_hierarchical
+from vaerob_jax.models.protocol import (
+    Autoencoder,
+    ClassifierModel,
+    check_autoencoder,
+    check_classifier,
 )
+from vaerob_jax.models.vae import LIKELIHOODS, VAE, make_vae
 
 __all__ = [
     "BACKBONES",
-    "Classifier",
-    "accuracy",
-    "accuracy_by_group",
-    "make_classifier",
-    "predict",
-    "train_classifier",
+    "HIERARCHICAL_KINDS",
     "LIKELIHOODS",
     "VAE",
-    "log_likelihood_from_logits",
-    "make_backbone",
+    "Autoencoder",
+    "Classifier",
+    "ClassifierModel",
+    "DeterministicAE",
+    "DiagGaussian",
+    "HierarchicalVAE",
+    "accuracy",
+    "accuracy_by_group",
+    "check_autoencoder",
+    "check_classifier",
+    "make_classifier",
+    "make_dae",
+    "make_hierarchical",
     "make_vae",
-    "soft_clamp",
+    "predict",
+    "train_classifier",
 ]

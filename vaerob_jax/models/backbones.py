@@ -24,6 +24,9 @@ import numpy as np
 BACKBONES = ("ref64", "burgess64", "conv32", "mlp")
 
 
+HEADS = ("gaussian", "point")
+
+
 class GaussianHead(nn.Module):
     """Dense layers producing (mu, raw log-variance) from features."""
 
@@ -36,8 +39,23 @@ class GaussianHead(nn.Module):
         return mu, logvar
 
 
+def latent_head(h, latent_dim: int, head: str):
+    """The encoder's output layer: (mu, raw logvar) for a VAE, one code z for a deterministic AE.
+
+    Called inside a compact module, so the Gaussian head keeps its parameter names
+    (``GaussianHead_0/{mu, logvar}``) and existing VAE checkpoints load unchanged; the point
+    head is one Dense layer named ``z`` (no activation, 003's encoders end linearly).
+    """
+    if head == "gaussian":
+        return GaussianHead(latent_dim)(h)
+    if head == "point":
+        return nn.Dense(latent_dim, name="z")(h)
+    raise ValueError(f"unknown encoder head {head!r}; choose one of {HEADS}")
+
+
 class Ref64Encoder(nn.Module):
     latent_dim: int
+    head: str = "gaussian"
 
     @nn.compact
     def __call__(self, x):
@@ -47,7 +65,7 @@ class Ref64Encoder(nn.Module):
         for ch in (128, 256, 256):
             h = nn.relu(nn.Conv(ch, (4, 4), strides=2, padding="VALID")(h))
         h = h.reshape((h.shape[0], -1))
-        return GaussianHead(self.latent_dim)(h)
+        return latent_head(h, self.latent_dim, self.head)
 
 
 class Ref64Decoder(nn.Module):
@@ -70,6 +88,7 @@ class Burgess64Encoder(nn.Module):
     latent_dim: int
     channels: int = 32
     hidden: int = 256
+    head: str = "gaussian"
 
     @nn.compact
     def __call__(self, x):
@@ -79,7 +98,7 @@ class Burgess64Encoder(nn.Module):
         h = h.reshape((h.shape[0], -1))
         h = nn.relu(nn.Dense(self.hidden)(h))
         h = nn.relu(nn.Dense(self.hidden)(h))
-        return GaussianHead(self.latent_dim)(h)
+        return latent_head(h, self.latent_dim, self.head)
 
 
 class Burgess64Decoder(nn.Module):
@@ -102,6 +121,7 @@ class Burgess64Decoder(nn.Module):
 class Conv32Encoder(nn.Module):
     latent_dim: int
     hidden: int = 256
+    head: str = "gaussian"
 
     @nn.compact
     def __call__(self, x):
@@ -110,7 +130,7 @@ class Conv32Encoder(nn.Module):
             h = nn.relu(nn.Conv(ch, (4, 4), strides=2, padding=1)(h))
         h = h.reshape((h.shape[0], -1))
         h = nn.relu(nn.Dense(self.hidden)(h))
-        return GaussianHead(self.latent_dim)(h)
+        return latent_head(h, self.latent_dim, self.head)
 
 
 class Conv32Decoder(nn.Module):
@@ -131,13 +151,14 @@ class Conv32Decoder(nn.Module):
 class MLPEncoder(nn.Module):
     latent_dim: int
     hidden: Sequence[int] = (512, 256)
+    head: str = "gaussian"
 
     @nn.compact
     def __call__(self, x):
         h = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             h = nn.relu(nn.Dense(width)(h))
-        return GaussianHead(self.latent_dim)(h)
+        return latent_head(h, self.latent_dim, self.head)
 
 
 class MLPDecoder(nn.Module):
@@ -158,26 +179,43 @@ def make_backbone(
     image_shape: Sequence[int],
     latent_dim: int,
     hidden: Sequence[int] | None = None,
+    *,
+    head: str = "gaussian",
 ) -> tuple[nn.Module, nn.Module]:
-    """Returns (encoder, decoder) Linen modules for a named backbone, checking the input size."""
+    """Returns (encoder, decoder) Linen modules for a named backbone, checking the input size.
+
+    Args:
+      name: one of :data:`BACKBONES`.
+      image_shape: (H, W, C) of one input.
+      latent_dim: size of the encoder's code.
+      hidden: MLP widths ('mlp' only; the decoder mirrors them).
+      head: 'gaussian' (mu, raw logvar; VAEs) or 'point' (one code; deterministic AEs).
+
+    Decoders infer their input width at init, so one decoder module also takes a
+    concatenation of several latent layers (002's Seatbelt-VAE).
+    """
+    if head not in HEADS:
+        raise ValueError(f"unknown encoder head {head!r}; choose one of {HEADS}")
     h, w, c = image_shape
     if name == "ref64":
         if (h, w) != (64, 64):
             raise ValueError(f"backbone 'ref64' needs 64x64 images, got {h}x{w}")
-        return Ref64Encoder(latent_dim), Ref64Decoder(tuple(image_shape))
+        return Ref64Encoder(latent_dim, head=head), Ref64Decoder(tuple(image_shape))
     if name == "burgess64":
         if h != w or h % 16:
             raise ValueError(
                 f"backbone 'burgess64' needs square images with side divisible by 16, got {h}x{w}"
             )
-        return Burgess64Encoder(latent_dim), Burgess64Decoder(tuple(image_shape))
+        return Burgess64Encoder(latent_dim, head=head), Burgess64Decoder(tuple(image_shape))
     if name == "conv32":
         if h != w or h % 8:
             raise ValueError(
                 f"backbone 'conv32' needs square images with side divisible by 8, got {h}x{w}"
             )
-        return Conv32Encoder(latent_dim), Conv32Decoder(tuple(image_shape))
+        return Conv32Encoder(latent_dim, head=head), Conv32Decoder(tuple(image_shape))
     if name == "mlp":
         enc_hidden = tuple(hidden) if hidden is not None else (512, 256)
-        return MLPEncoder(latent_dim, enc_hidden), MLPDecoder(tuple(image_shape), enc_hidden[::-1])
+        return MLPEncoder(latent_dim, enc_hidden, head), MLPDecoder(
+            tuple(image_shape), enc_hidden[::-1]
+        )
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")

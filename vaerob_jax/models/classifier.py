@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vaerob_jax.models.protocol import as_batch
+
 Params = Any
 
 __all__ = [
@@ -77,20 +79,20 @@ class Classifier:
         """Initial params from an explicit key (jit-compiled: eager Flax init is slow on CPU)."""
         return _init(self, key)
 
-    def _batched(self, x: jax.Array) -> tuple[jax.Array, bool]:
-        x = jnp.asarray(x)
-        if x.shape == tuple(self.image_shape):
-            return x[None], True
-        if x.ndim == 4 and x.shape[1:] == tuple(self.image_shape):
-            return x, False
-        raise ValueError(
-            f"expected an image of shape {tuple(self.image_shape)} or a batch (N, "
-            f"{', '.join(map(str, self.image_shape))}), got {x.shape}"
-        )
+    def spec(self) -> dict[str, Any]:
+        """JSON description of the architecture (checkpoint and cell fingerprints)."""
+        return {
+            "kind": "classifier",
+            "arch": type(self.module).__name__,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "channels": list(getattr(self.module, "channels", ())),
+            "hidden": getattr(self.module, "hidden", None),
+        }
 
     def logits(self, params: Params, x: jax.Array) -> jax.Array:
         """Class logits, ``(num_classes,)`` for one image or ``(N, num_classes)`` for a batch."""
-        xb, single = self._batched(x)
+        xb, single = as_batch(x, self.image_shape)
         out: jax.Array = self.module.apply({"params": params}, xb)  # type: ignore[assignment]
         return out[0] if single else out
 

@@ -7,7 +7,8 @@ lifts with ``jax.vmap`` (the conv batching rule folds the vmapped axis into the 
 Example:
     >>> model = make_vae("burgess64", image_shape=(64, 64, 3), latent_dim=16)
     >>> params = model.init(jax.random.key(0))
-    >>> mu, logvar = model.encode(params, x)          # x: (64, 64, 3) in [0, 1]
+    >>> q = model.posterior(params, x)               # DiagGaussian(mean, logvar); x in [0, 1]
+    >>> mu = model.embed(params, x)                  # the point code μ(x)
     >>> x_hat = model.reconstruct(params, x)         # g(mu(x)), the paper's ML reconstruction
 """
 
@@ -24,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from vaerob_jax.models.backbones import make_backbone
+from vaerob_jax.models.distributions import DiagGaussian
+from vaerob_jax.models.protocol import as_batch
 
 Params = Any
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -41,7 +44,7 @@ def soft_clamp(x: jax.Array, low: float, high: float) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class VAE:
-    """A Gaussian-encoder VAE exposed as pure functions of (params, inputs).
+    """A Gaussian-encoder VAE exposed as pure functions of (params, inputs) (models protocol).
 
     Attributes:
       encoder, decoder: Flax Linen modules (batched); private to the models package.
@@ -60,48 +63,44 @@ class VAE:
     obs_std: float = 0.1
     logvar_range: tuple[float, float] = (-12.0, 8.0)
     backbone: str = ""
+    hidden: tuple[int, ...] | None = None
 
     # -- construction -------------------------------------------------------------------------
     def init(self, key: jax.Array, example_x: jax.Array | None = None) -> Params:
         """Initial params ``{'encoder': ..., 'decoder': ...}`` from an explicit key."""
         if example_x is not None:
-            self._batched(example_x)  # shape check only: params depend on image_shape alone
+            as_batch(example_x, self.image_shape)  # shape check only: params need the shape
         return _jitted_init(self)(key)
 
-    # -- helpers ------------------------------------------------------------------------------
-    def _batched(self, x: jax.Array) -> tuple[jax.Array, bool]:
-        x = jnp.asarray(x)
-        if x.shape == tuple(self.image_shape):
-            return x[None], True
-        if x.ndim == 4 and x.shape[1:] == tuple(self.image_shape):
-            return x, False
-        raise ValueError(
-            f"expected an image of shape {tuple(self.image_shape)} or a batch (N, "
-            f"{', '.join(map(str, self.image_shape))}), got {x.shape}"
-        )
+    def spec(self) -> dict[str, Any]:
+        """JSON description of the architecture (checkpoint and cell fingerprints)."""
+        return {
+            "kind": "vae",
+            "backbone": self.backbone,
+            "image_shape": list(self.image_shape),
+            "latent_dim": self.latent_dim,
+            "likelihood": self.likelihood,
+            "obs_std": self.obs_std,
+            "logvar_range": list(self.logvar_range),
+            "hidden": None if self.hidden is None else list(self.hidden),
+        }
 
-    def _batched_z(self, z: jax.Array) -> tuple[jax.Array, bool]:
-        z = jnp.asarray(z)
-        if z.shape == (self.latent_dim,):
-            return z[None], True
-        if z.ndim == 2 and z.shape[1] == self.latent_dim:
-            return z, False
-        raise ValueError(
-            f"expected z of shape ({self.latent_dim},) or (N, {self.latent_dim}), got {z.shape}"
-        )
-
-    # -- the contract -------------------------------------------------------------------------
-    def encode(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """q(z|x) = N(mu, diag(exp(logvar))); returns (mu, logvar)."""
-        xb, single = self._batched(x)
+    # -- the protocol -------------------------------------------------------------------------
+    def posterior(self, params: Params, x: jax.Array) -> DiagGaussian:
+        """q(z|x) = N(mu, diag(exp(logvar))), the log-variance soft-clamped."""
+        xb, single = as_batch(x, self.image_shape)
         out: Any = self.encoder.apply({"params": params["encoder"]}, xb)
         mu, raw = out
         logvar = soft_clamp(raw, *self.logvar_range)
-        return (mu[0], logvar[0]) if single else (mu, logvar)
+        return DiagGaussian(mu[0], logvar[0]) if single else DiagGaussian(mu, logvar)
+
+    def embed(self, params: Params, x: jax.Array) -> jax.Array:
+        """The point code μ(x) (000 Eq. 4 attacks it; neighbourhoods are found around it)."""
+        return self.posterior(params, x).mean
 
     def decode_logits(self, params: Params, z: jax.Array) -> jax.Array:
         """Raw decoder output: Bernoulli logits, or the pre-sigmoid Gaussian mean."""
-        zb, single = self._batched_z(z)
+        zb, single = as_batch(z, (self.latent_dim,), "z")
         out: Any = self.decoder.apply({"params": params["decoder"]}, zb)
         return out[0] if single else out
 
@@ -111,18 +110,7 @@ class VAE:
 
     def reconstruct(self, params: Params, x: jax.Array) -> jax.Array:
         """The maximum-likelihood reconstruction g(mu(x)) used by 000 Eq. 5."""
-        return self.decode(params, self.encode(params, x)[0])
-
-    def sample_latent(
-        self,
-        key: jax.Array,
-        mu: jax.Array,
-        logvar: jax.Array,
-        sigma_offset: jax.Array | float = 0.0,
-    ) -> jax.Array:
-        """Reparameterised z = mu + (sigma + sigma_offset) * eps (sigma_offset: 001 Fig. 7 τ)."""
-        sigma = jnp.exp(0.5 * logvar) + sigma_offset
-        return mu + sigma * jax.random.normal(key, mu.shape, mu.dtype)
+        return self.decode(params, self.embed(params, x))
 
     def log_likelihood(self, params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
         """log p(x|z) summed over pixels; one value per example."""
@@ -182,4 +170,5 @@ def make_vae(
         raise ValueError(f"image_shape must be (H, W, C), got {tuple(image_shape)}")
     enc, dec = make_backbone(backbone, image_shape, latent_dim, hidden)
     shape = tuple(int(s) for s in image_shape)
-    return VAE(enc, dec, shape, latent_dim, likelihood, obs_std, backbone=backbone)  # type: ignore[arg-type]
+    hid = None if hidden is None else tuple(int(h) for h in hidden)
+    return VAE(enc, dec, shape, latent_dim, likelihood, obs_std, backbone=backbone, hidden=hid)  # type: ignore[arg-type]

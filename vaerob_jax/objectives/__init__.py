@@ -1,10 +1,15 @@
-"""Per-example training objectives."""
+"""Training objectives: batch-level losses for the grid trainer, and their per-example parts."""
 
-from vaerob_jax.objectives.elbo import (
-    KL_REDUCTIONS,
-    beta_vae_loss,
-    gaussian_kl,
-    gaussian_kl_offset,
-)
+from vaerob_jax.objectives.base import BatchLoss, per_example_mean
+from vaerob_jax.objectives.classification import cross_entropy
+from vaerob_jax.objectives.elbo import KL_REDUCTIONS, beta_elbo, beta_vae_loss, gaussian_kl
 
-__all__ = ["KL_REDUCTIONS", "beta_vae_loss", "gaussian_kl", "gaussian_kl_offset"]
+__all__ = [
+    "KL_REDUCTIONS",
+    "BatchLoss",
+    "beta_elbo",
+    "beta_vae_loss",
+    "cross_entropy",
+    "gaussian_kl",
+    "per_example_mean",
+]

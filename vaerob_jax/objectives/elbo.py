@@ -1,12 +1,13 @@
-"""β-VAE objective, per example (Eq. 2 of 000_2a5470c3dc126c07).
+"""β-VAE objective (Eq. 2 of 000_2a5470c3dc126c07), per example and as a batch loss.
 
 L(θ, φ) = E_{q(z|x)}[log p(x|z)] − β · KL(q(z|x) ‖ N(0, I)); we minimise its negative.
 Paper form (default, ``kl_reduction='sum'``): reconstruction summed over pixels, KL summed over
-latent dims, per example; the batch mean is taken by the caller.
+latent dims, per example; the batch mean is taken by :func:`beta_elbo`.
 Reference-code form (``kl_reduction='reference_mean'``): the public code of 000 adds β times
 the KL *averaged* over batch and latent dims to a reconstruction summed over batch and pixels,
 which divides β by batch_size·latent_dim. Per example that is
 recon + β · KL_sum / (batch_size · latent_dim).
+τ (001 Fig. 7) offsets the encoder std: z = μ + (σ + τ)·η, with the KL computed for σ + τ.
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vaerob_jax.models.distributions import DiagGaussian
 from vaerob_jax.models.vae import VAE
+from vaerob_jax.objectives.base import BatchLoss
 
 KL_REDUCTIONS = ("sum", "reference_mean")
 
 
 def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
     """KL(N(mu, diag(exp(logvar))) ‖ N(0, I)) per latent dim (closed form)."""
-    return 0.5 * (jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar)
-
-
-def gaussian_kl_offset(
-    mu: jax.Array, logvar: jax.Array, sigma_offset: jax.Array | float
-) -> jax.Array:
-    """Closed-form KL per dim when the encoder std is sigma + sigma_offset (001 σ-offset models)."""
-    sigma = jnp.exp(0.5 * logvar) + sigma_offset
-    return 0.5 * (jnp.square(sigma) + jnp.square(mu) - 1.0) - jnp.log(sigma)
+    return DiagGaussian(mu, logvar).kl_standard()
 
 
 def beta_vae_loss(
@@ -43,7 +38,7 @@ def beta_vae_loss(
     *,
     kl_reduction: str = "sum",
     batch_size: int = 1,
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Negative β-ELBO of one example with a one-sample reparameterised estimate.
 
@@ -55,20 +50,58 @@ def beta_vae_loss(
       beta: KL weight (an array in grids so a new β never recompiles).
       kl_reduction: 'sum' (Eq. 2, default) or 'reference_mean' (000's public code).
       batch_size: only used by 'reference_mean'.
-      sigma_offset: τ added to the encoder std (0 gives the plain VAE).
+      tau: τ added to the encoder std (0 gives the plain VAE).
 
     Returns:
       (loss, aux) where aux holds 'recon' (−log p(x|z), summed over pixels), 'kl' (summed over
       latent dims) and 'elbo'.
     """
-    mu, logvar = model.encode(params, x)
-    z = model.sample_latent(key, mu, logvar, sigma_offset)
+    q = model.posterior(params, x)
+    z = q.sample(key, tau)
     recon = -model.log_likelihood(params, x, z)
-    kl = jnp.sum(gaussian_kl_offset(mu, logvar, sigma_offset))
+    kl = jnp.sum(q.kl_standard(jnp.asarray(tau, q.mean.dtype)))
     if kl_reduction == "sum":
         kl_term = beta * kl
     elif kl_reduction == "reference_mean":
-        kl_term = beta * kl / (batch_size * mu.shape[-1])
+        kl_term = beta * kl / (batch_size * q.mean.shape[-1])
     else:
         raise ValueError(f"unknown kl_reduction {kl_reduction!r}; choose one of {KL_REDUCTIONS}")
     return recon + kl_term, {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
+
+
+def beta_elbo(model: VAE, kl_reduction: str = "sum") -> BatchLoss:
+    """The batch mean of :func:`beta_vae_loss`, as a :class:`BatchLoss` for the grid trainer.
+
+    Hyperparameters: ``beta`` (required), ``tau`` (default 0). Example i of the batch draws its
+    latent noise from ``jax.random.split(key, B)[i]``. Aux: batch means of 'recon' and 'kl'.
+    """
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ValueError(f"unknown kl_reduction {kl_reduction!r}; choose one of {KL_REDUCTIONS}")
+
+    def fn(params, batch, key, hp):
+        xs = batch["x"]
+        size = xs.shape[0]
+        keys = jax.random.split(key, size)
+
+        def one(x, k):
+            return beta_vae_loss(
+                model,
+                params,
+                x,
+                k,
+                hp["beta"],
+                kl_reduction=kl_reduction,
+                batch_size=size,
+                tau=hp["tau"],
+            )
+
+        losses, aux = jax.vmap(one)(xs, keys)
+        return jnp.mean(losses), {"recon": jnp.mean(aux["recon"]), "kl": jnp.mean(aux["kl"])}
+
+    return BatchLoss(
+        fn,
+        "beta_elbo",
+        required=("beta",),
+        defaults=(("tau", 0.0),),
+        options=(("kl_reduction", kl_reduction), ("model", model.spec())),
+    )

@@ -71,8 +71,11 @@ def _reconstruction(
     model: VAE, params: Params, x: jax.Array, key: jax.Array | None
 ) -> tuple[jax.Array, jax.Array]:
     """(reconstruction, μ): g(μ(x)) when ``key`` is None, else g(z) with z ~ q(z|x)."""
-    mu, logvar = model.encode(params, x)
-    z = mu if key is None else model.sample_latent(key, mu, logvar)
+    if key is None:
+        z = mu = model.embed(params, x)
+    else:
+        q = model.posterior(params, x)
+        mu, z = q.mean, q.sample(key)
     return model.decode(params, z), mu
 
 
@@ -133,7 +136,7 @@ def reconstruction_loss(model: VAE, params: Params, x: jax.Array, kind: str = "n
     """
     _check_choice("kind", kind, RECON_KINDS)
     _check_example(model, x)
-    mu, _ = model.encode(params, x)
+    mu = model.embed(params, x)
     if kind == "nll":
         return -model.log_likelihood(params, x, mu)
     return jnp.mean(jnp.square(model.decode(params, mu) - x))
@@ -155,8 +158,8 @@ def latent_shift(
       Scalar L2 distance in latent space.
     """
     _check_example(model, x, delta)
-    mu_clean, _ = model.encode(params, x)
-    mu_adv, _ = model.encode(params, perturbed_input(x, delta, normalize))
+    mu_clean = model.embed(params, x)
+    mu_adv = model.embed(params, perturbed_input(x, delta, normalize))
     return jnp.sqrt(jnp.sum(jnp.square(mu_adv - mu_clean)))
 
 
@@ -171,14 +174,15 @@ def _evaluate_one(
     normalize: str,
 ) -> dict[str, jax.Array]:
     """All three metrics of one example, sharing the encoder/decoder passes."""
-    mu_clean, logvar_clean = model.encode(params, x)
-    mu_adv, logvar_adv = model.encode(params, perturbed_input(x, delta, normalize))
     if key is None:
-        z_clean, z_adv = mu_clean, mu_adv
+        mu_clean = z_clean = model.embed(params, x)
+        mu_adv = z_adv = model.embed(params, perturbed_input(x, delta, normalize))
     else:
+        q_clean = model.posterior(params, x)
+        q_adv = model.posterior(params, perturbed_input(x, delta, normalize))
+        mu_clean, mu_adv = q_clean.mean, q_adv.mean
         k_clean, k_adv = jax.random.split(key)
-        z_clean = model.sample_latent(k_clean, mu_clean, logvar_clean)
-        z_adv = model.sample_latent(k_adv, mu_adv, logvar_adv)
+        z_clean, z_adv = q_clean.sample(k_clean), q_adv.sample(k_adv)
     rec_clean_mean = model.decode(params, mu_clean)
     rec_clean = rec_clean_mean if key is None else model.decode(params, z_clean)
     rec_adv = model.decode(params, z_adv)

@@ -37,7 +37,7 @@ PROBES = ("rademacher", "gaussian")
 
 
 def _mean_vjp(model: Model, params: Params, x: jax.Array):
-    mu, vjp_fn = jax.vjp(lambda xx: model.encode(params, xx)[0], x)
+    mu, vjp_fn = jax.vjp(lambda xx: model.embed(params, xx), x)
     return mu, vjp_fn
 
 
@@ -197,8 +197,7 @@ def _bound(
     clip_p: bool,
     m: jax.Array | float = 0.5,
 ) -> dict[str, jax.Array]:
-    _, logvar = model.encode(params, x)
-    sigma_min = jnp.min(jnp.exp(0.5 * logvar) + sigma_offset)
+    sigma_min = jnp.min(model.posterior(params, x).std + sigma_offset)
     jac_fro = _fro(model, params, x)
     norms = deviation_norms(model, params, x, key, n_samples, sigma_offset)
     p, se = _p_and_se(norms, r)

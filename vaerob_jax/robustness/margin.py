@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaerob_jax.models.distributions import DiagGaussian
 from vaerob_jax.robustness.r_robust import (
     _check_apply_to,
     _check_count,
@@ -364,21 +365,21 @@ class LinearGaussianVAE:
 
     likelihood_std: float = 1.0
 
-    def encode(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "linear_gaussian_vae", "likelihood_std": self.likelihood_std}
+
+    def posterior(self, params: Params, x: jax.Array) -> DiagGaussian:
         mu = params["A"] @ jnp.ravel(x) + params["b"]
-        return mu, params["logvar"]
+        return DiagGaussian(mu, params["logvar"])
+
+    def embed(self, params: Params, x: jax.Array) -> jax.Array:
+        return self.posterior(params, x).mean
 
     def decode(self, params: Params, z: jax.Array) -> jax.Array:
         return params["W"] @ z + params["c"]
 
     def reconstruct(self, params: Params, x: jax.Array) -> jax.Array:
-        return self.decode(params, self.encode(params, x)[0])
-
-    def sample_latent(
-        self, key: jax.Array, mu: jax.Array, logvar: jax.Array, sigma_offset: Any = 0.0
-    ) -> jax.Array:
-        sigma = jnp.exp(0.5 * logvar) + sigma_offset
-        return mu + sigma * jax.random.normal(key, mu.shape, mu.dtype)
+        return self.decode(params, self.embed(params, x))
 
     def log_likelihood(self, params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
         """Gaussian log p(x|z) with std ``likelihood_std``, summed over entries."""

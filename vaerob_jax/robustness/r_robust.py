@@ -9,7 +9,7 @@ reconstruction ``g(mu(x))`` more often than not (Definition 3.1, generalised to 
     r-robust  <=>   p(||Delta||_2 <= r) > m,   m = 0.5 in the paper       (Eq. 2, Eq. 3)
 
 with ``eta ~ N(0, I)`` and ``g`` the decoder mean. ``sigma`` includes the constant offset
-``tau`` (``sigma_offset``) of 001 Fig. 7, exactly as ``model.sample_latent`` applies it.
+``tau`` (``sigma_offset``) of 001 Fig. 7, exactly as ``DiagGaussian.sample`` applies it.
 
 Every function here is written for ONE example, is pure in ``(params, x, key)`` and can be
 ``jax.vmap``-ed over examples and ``jax.jit``-ed; ``r``, ``m`` and ``sigma_offset`` are array
@@ -29,8 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaerob_jax.models.distributions import DiagGaussian
+
 Params = Any
-Model = Any  # anything with encode / decode / sample_latent / log_likelihood (models contract)
+Model = Any  # an autoencoder with posterior / decode / log_likelihood (models protocol)
 
 APPLY_TO = ("mean", "sigma", "both")
 
@@ -117,17 +119,18 @@ def deviation_norms(
     Returns:
       ``(n_samples,)`` array of output deviation norms.
     """
-    mu, logvar = model.encode(params, x)
-    center = model.decode(params, mu)
-    mu_s, logvar_s = mu, logvar
+    q = model.posterior(params, x)
+    center = model.decode(params, q.mean)
+    mu_s, logvar_s = q.mean, q.logvar
     if delta is not None:
-        mu_p, logvar_p = model.encode(params, x + delta)
+        q_p = model.posterior(params, x + delta)
         if apply_to in ("mean", "both"):
-            mu_s = mu_p
+            mu_s = q_p.mean
         if apply_to in ("sigma", "both"):
-            logvar_s = logvar_p
+            logvar_s = q_p.logvar
+    q_s = DiagGaussian(mu_s, logvar_s)
     keys = jax.random.split(key, n_samples)
-    zs = jax.vmap(lambda k: model.sample_latent(k, mu_s, logvar_s, sigma_offset))(keys)
+    zs = jax.vmap(lambda k: q_s.sample(k, sigma_offset))(keys)
     outs = jax.vmap(lambda z: model.decode(params, z))(zs)
     return jax.vmap(lambda o: jnp.sqrt(_sq_norm(o - center)))(outs)
 

@@ -260,7 +260,7 @@ def _arrays(store: ResultStore, cell: Any) -> dict[str, np.ndarray]:
 @functools.partial(jax.jit, static_argnames="model")
 def _means(model: VAE, params: Any, xs: jax.Array) -> jax.Array:
     """Encoder means of a batch (one compiled program per model and shape)."""
-    return model.encode(params, xs)[0]
+    return model.embed(params, xs)
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -271,7 +271,7 @@ def _reconstructions(model: VAE, params: Any, xs: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames="model")
 def _stack_means(model: VAE, stacked: Any, xs: jax.Array) -> jax.Array:
     """(K, N, d) encoder means of every model of a stack."""
-    return jax.vmap(lambda p: model.encode(p, xs)[0])(stacked)
+    return jax.vmap(lambda p: model.embed(p, xs))(stacked)
 
 
 @functools.partial(jax.jit, static_argnames="model")

@@ -282,7 +282,7 @@ def _grid_step_fn(model: VAE, config: TrainConfig):
                     beta,
                     kl_reduction=config.kl_reduction,
                     batch_size=batch_size,
-                    sigma_offset=tau,
+                    tau=tau,
                 )
 
             losses, aux = jax.vmap(per_example)(batch, keys)
