@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaerob_jax.attacks import attack_batch, latent_damage, pgd
+from vaerob_jax.attacks import latent_damage, pgd, run_attack
 from vaerob_jax.data import load, sample_per_subgroup
 from vaerob_jax.models import make_vae
 from vaerob_jax.robustness import evaluate_attacks
@@ -48,7 +48,7 @@ def _setup(quick: bool, workdir: Path) -> tuple[Any, Any, np.ndarray]:
 
 def _median_dc(model: Any, params: Any, xs: np.ndarray, attack: Any, eps: float) -> tuple:
     t = time.perf_counter()
-    deltas = attack_batch(attack, params, xs, jnp.asarray([eps]), jax.random.key(1))
+    deltas = run_attack(attack, params, {"x": xs}, jnp.asarray([eps]), jax.random.key(1)).delta
     dc = np.asarray(evaluate_attacks(model, params, xs, deltas)["delta_c"][0])
     return dc, time.perf_counter() - t
 

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import compiled_flops, matmul_peak_gflops
-from vaerob_jax.attacks import attack_batch, attack_models, latent_damage, pgd, projection
+from vaerob_jax.attacks import latent_damage, pgd, run_attack
+from vaerob_jax.attacks.constraints import projection
 from vaerob_jax.attacks.driver import (
     DEFAULT_CHUNK,
     _chunk_program,
@@ -75,7 +76,7 @@ def warm_up(
     the per-model program (chunk FLOPs / chunk length; a chunk is unrolled, so every step
     counts, and the clean-image encoding is shared by the chunk's steps).
     """
-    xs, eps, key = s["xs"][:n], s["eps"][:e], jax.random.key(0)
+    xs, eps, key = {"x": s["xs"][:n]}, s["eps"][:e], jax.random.key(0)
     params = _model_params(s, k)
     t = time.perf_counter()
     out: dict[str, float] = {}
@@ -102,9 +103,9 @@ def time_engine(
     out = warm_up(attack, s, n, e, k, driver)
 
     def call() -> Any:
-        if k == 1:
-            return attack_batch(attack, params, xs, eps, jax.random.key(0), driver=driver)
-        return attack_models(attack, params, xs, eps, jax.random.key(0), driver=driver)
+        return run_attack(
+            attack, params, {"x": xs}, eps, jax.random.key(0), models=k > 1, driver=driver
+        ).delta
 
     run = np.inf
     for _ in range(5):  # best of a few when runs are short (noise of a shared machine)
@@ -130,7 +131,7 @@ def per_example_python_loop(s: dict[str, Any], steps: int, n_examples: int) -> f
 
     @jax.jit
     def step(delta: jax.Array, x: jax.Array, key: jax.Array) -> jax.Array:
-        g = jax.grad(obj, argnums=2)(params, x, delta, key)
+        g = jax.grad(obj, argnums=2)(params, {"x": x}, delta, key)
         return project(x, delta + alpha * jnp.sign(g), eps)
 
     def attack_one(i: int) -> jax.Array:

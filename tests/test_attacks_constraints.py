@@ -7,14 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaerob_jax.attacks import (
-    norm_of,
-    project_l2_box,
-    projection,
-    random_start,
-    safe_norm,
-    sign_rule,
-)
+from vaerob_jax.attacks import adam_rule, norm_of, project_l2_box, sign_rule
+from vaerob_jax.attacks.constraints import projection, random_start
+from vaerob_jax.attacks.objectives import safe_norm
 
 
 def _dykstra_l2_box(v, a, b, eps, iters=5000):
@@ -123,13 +118,26 @@ def test_random_start_respects_pixel_box():
 
 
 def test_sign_rule_directions():
+    # Descent convention: the update for the loss gradient g is −α·sign(g) (L∞), −α·g/‖g‖ (L2).
     g = jnp.array([[3.0, -0.5], [0.0, 4.0]])
-    u, _ = sign_rule("linf").update(g, ())
-    np.testing.assert_array_equal(u, jnp.sign(g))
-    u2, _ = sign_rule("l2").update(g, ())
-    np.testing.assert_allclose(np.asarray(u2), np.asarray(g) / np.linalg.norm(g), rtol=1e-6)
-    u0, _ = sign_rule("l2").update(jnp.zeros_like(g), ())
+    u, _ = sign_rule("linf").update(g, None, step_size=0.5)
+    np.testing.assert_array_equal(u, -0.5 * jnp.sign(g))
+    u2, _ = sign_rule("l2").update(g, None, step_size=2.0)
+    np.testing.assert_allclose(np.asarray(u2), -2.0 * np.asarray(g) / np.linalg.norm(g), rtol=1e-6)
+    u0, _ = sign_rule("l2").update(jnp.zeros_like(g), None, step_size=1.0)
     assert np.all(np.isfinite(np.asarray(u0))) and float(jnp.max(jnp.abs(u0))) == 0.0
+
+
+def test_adam_rule_is_optax_adam_scaled_by_the_step():
+    import optax
+
+    g = jnp.array([0.3, -2.0, 5.0])
+    rule, ref = adam_rule(), optax.scale_by_adam()
+    s, sr = rule.init(g), ref.init(g)
+    for t in range(3):
+        u, s = rule.update(g * (t + 1), s, step_size=0.1)
+        d, sr = ref.update(g * (t + 1), sr)
+        np.testing.assert_allclose(np.asarray(u), -0.1 * np.asarray(d), rtol=1e-6)
 
 
 def test_safe_norm_value_and_gradient_at_zero():

@@ -9,18 +9,29 @@ import pytest
 
 from vaerob_jax.attacks import (
     DRIVER_ENV_VAR,
-    attack_batch,
-    attack_each,
-    attack_models,
     latent_damage,
     loop_driver,
     norm_of,
     output_damage,
     pgd,
+    run_attack,
 )
 from vaerob_jax.attacks.driver import _chunk_program, _finalize_program, _init_program
 
 EPS = jnp.array([0.02, 0.05, 0.1, 0.2], jnp.float32)
+
+
+def attack_batch(attack, params, xs, eps, key, **kw):
+    """Deltas (E, N, ...) of every image at every budget."""
+    return run_attack(attack, params, {"x": xs}, eps, key, **kw).delta
+
+
+def attack_models(attack, params, xs, eps, key, **kw):
+    return run_attack(attack, params, {"x": xs}, eps, key, models=True, **kw).delta
+
+
+def attack_each(attack, params, xs, eps, key, **kw):
+    return run_attack(attack, params, {"x": xs}, eps, key, paired=True, **kw).delta
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +43,7 @@ def linf_attack(tiny_model):
 def _damage(objective, params, xs, deltas):
     """objective(params, x, delta) for deltas (..., N, H, W, C) -> (..., N)."""
     key = jax.random.key(0)
-    f = jax.vmap(lambda x, d: objective(params, x, d, key))
+    f = jax.vmap(lambda x, d: objective(params, {"x": x}, d, key))
     for _ in range(deltas.ndim - xs.ndim):
         f = jax.vmap(f, in_axes=(None, 0))
     return np.asarray(jax.jit(f)(xs, deltas))
@@ -87,21 +98,21 @@ def test_objective_value_and_gradient_finite(name, normalize, tiny_model, tiny_p
     obj = _objective(tiny_model, name, normalize)
     x = jnp.full((8, 8, 1), 0.5)  # constant image: min-max range 0 at δ = 0
     for delta in (jnp.zeros_like(x), 0.01 * jax.random.normal(jax.random.key(1), x.shape)):
-        v, g = jax.value_and_grad(obj, argnums=2)(tiny_params, x, delta, jax.random.key(2))
+        v, g = jax.value_and_grad(obj, argnums=2)(tiny_params, {"x": x}, delta, jax.random.key(2))
         assert np.isfinite(float(v)) and np.all(np.isfinite(np.asarray(g)))
     if name != "latent_sampled" and normalize is None:  # deterministic: damage(0) ≈ 0
-        assert float(obj(tiny_params, x, jnp.zeros_like(x), jax.random.key(0))) < 1e-5
+        assert float(obj(tiny_params, {"x": x}, jnp.zeros_like(x), jax.random.key(0))) < 1e-5
 
 
 def test_latent_damage_is_eq4_on_means(tiny_model, tiny_params, tiny_images):
     x, d = tiny_images[0], 0.1 * jnp.ones((8, 8, 1))
     want = jnp.linalg.norm(tiny_model.embed(tiny_params, x + d) - tiny_model.embed(tiny_params, x))
-    got = latent_damage(tiny_model)(tiny_params, x, d, jax.random.key(0))
+    got = latent_damage(tiny_model)(tiny_params, {"x": x}, d, jax.random.key(0))
     np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
     want_out = jnp.linalg.norm(
         tiny_model.reconstruct(tiny_params, x + d) - tiny_model.reconstruct(tiny_params, x)
     )
-    got_out = output_damage(tiny_model)(tiny_params, x, d, jax.random.key(0))
+    got_out = output_damage(tiny_model)(tiny_params, {"x": x}, d, jax.random.key(0))
     np.testing.assert_allclose(float(got_out), float(want_out), rtol=1e-5)
 
 
@@ -153,7 +164,7 @@ def test_same_key_same_result_different_key_different(linf_attack, tiny_params, 
 def test_batched_equals_per_example_loop(linf_attack, tiny_params, tiny_images):
     key = jax.random.key(7)
     d = attack_batch(linf_attack, tiny_params, tiny_images, EPS, key)
-    run = jax.jit(linf_attack.run)
+    run = jax.jit(lambda p, x, e, k: linf_attack.run(p, {"x": x}, e, k).delta)
     for e, n in [(0, 0), (1, 5), (3, 15), (2, 9)]:
         single = run(tiny_params, tiny_images[n], EPS[e], jax.random.fold_in(key, n))
         np.testing.assert_allclose(np.asarray(d[e, n]), np.asarray(single), atol=1e-6)
@@ -165,11 +176,11 @@ def test_attack_each_uses_one_budget_per_example(linf_attack, tiny_params, tiny_
     d = attack_each(linf_attack, tiny_params, tiny_images, eps, key)
     assert d.shape == (16, 8, 8, 1)
     np.testing.assert_allclose(_norms(d, "linf"), np.asarray(eps), rtol=1e-6)  # sign PGD: corners
-    run = jax.jit(linf_attack.run)
+    run = jax.jit(lambda p, x, e, k: linf_attack.run(p, {"x": x}, e, k).delta)
     for n in (0, 7, 15):
         single = run(tiny_params, tiny_images[n], eps[n], jax.random.fold_in(key, n))
         np.testing.assert_allclose(np.asarray(d[n]), np.asarray(single), atol=1e-6)
-    with pytest.raises(ValueError, match="one budget per image"):
+    with pytest.raises(ValueError, match="one per example"):
         attack_each(linf_attack, tiny_params, tiny_images, eps[:3], key)
 
 
@@ -202,9 +213,9 @@ def test_new_eps_value_does_not_recompile(linf_attack, tiny_model, tiny_params, 
     traces = []
     base = latent_damage(tiny_model)
 
-    def counted(params, x, delta, key):
+    def counted(params, inputs, delta, key):
         traces.append(1)  # runs only while tracing
-        return base(params, x, delta, key)
+        return base(params, inputs, delta, key)
 
     attack = pgd(counted, steps=4, image_shape=(8, 8, 1))
     xs = tiny_images[:4]
@@ -237,16 +248,16 @@ def test_loop_driver_choice(monkeypatch):
 def test_bad_input_raises_before_compiling(tiny_model, tiny_params, tiny_images):
     traces = []
 
-    def counted(params, x, delta, key):
+    def counted(params, inputs, delta, key):
         traces.append(1)
-        return latent_damage(tiny_model)(params, x, delta, key)
+        return latent_damage(tiny_model)(params, inputs, delta, key)
 
     attack = pgd(counted, steps=2, image_shape=(8, 8, 1))
     key, xs = jax.random.key(0), tiny_images[:2]
     bad = [
-        ((xs, jnp.array([-0.1])), "eps"),
-        ((xs, jnp.array([jnp.nan])), "eps"),
-        ((xs, jnp.float32(0.1)), "eps_grid"),
+        ((xs, jnp.array([-0.1])), "budgets"),
+        ((xs, jnp.array([jnp.nan])), "budgets"),
+        ((xs, jnp.float32(0.1)), "budgets"),
         ((xs[:, :4], jnp.array([0.1])), "xs"),
         ((xs.at[0, 0, 0, 0].set(jnp.nan), jnp.array([0.1])), "NaN"),
         ((xs + 2.0, jnp.array([0.1])), "box"),
@@ -255,9 +266,9 @@ def test_bad_input_raises_before_compiling(tiny_model, tiny_params, tiny_images)
         with pytest.raises(ValueError, match=msg):
             attack_batch(attack, tiny_params, x, eps, key)
     with pytest.raises(ValueError, match="image"):
-        attack.run(tiny_params, xs, jnp.float32(0.1), key)
-    with pytest.raises(ValueError, match="eps"):
-        attack.run(tiny_params, xs[0], jnp.float32(-1.0), key)
+        attack.run(tiny_params, {"x": xs}, jnp.float32(0.1), key)
+    with pytest.raises(ValueError, match="budgets"):
+        attack.run(tiny_params, {"x": xs[0]}, jnp.float32(-1.0), key)
     with pytest.raises(ValueError, match="driver"):
         attack_batch(attack, tiny_params, xs, jnp.array([0.1]), key, driver="nope")
     assert traces == []

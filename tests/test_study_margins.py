@@ -13,15 +13,16 @@ import jax
 import numpy as np
 import pytest
 
-import vaerob_jax.studies.margins as study_mod
+import vaerob_jax.studies.margins.study as study_mod
+from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
 from vaerob_jax.studies.margins import (
     MARGIN_COLUMNS,
     MARGIN_PRESETS,
     MarginStudyConfig,
-    make_example_program,
     run_margin_study,
     validate_margin_config,
 )
+from vaerob_jax.studies.margins.config import TRAIN_FIELDS
 from vaerob_jax.sweeps import read_csv, write_csv, write_json
 
 TINY = MARGIN_PRESETS["tiny"]
@@ -95,7 +96,7 @@ def test_margin_bracket_and_estimate_are_consistent(study):
 @pytest.mark.slow
 def test_summary_matches_the_per_example_table(study):
     _, paths, rows = study
-    summary = read_csv(paths["summary"], types={"subgroup": str})
+    summary = read_csv(paths["margin_summary"], types={"subgroup": str})
     assert len(summary) == len(TINY.betas) * len(TINY.taus) * 5  # 4 subgroups + 'all'
     for s in summary:
         sel = [
@@ -130,7 +131,12 @@ def test_report_and_figures_exist(study):
     assert "smallest median margin" in text and "bound_vs_margin.png" in text
     for name in ("fig_bound_vs_margin", "fig_vs_beta", "fig_margin_distributions"):
         assert paths[name].stat().st_size > 1000
-    assert set(read_json_keys(paths["timings"])) >= {"train_s", "margins_s", "total_s"}
+    assert set(read_json_keys(paths["timings"])) >= {
+        "train_s",
+        "cells_s",
+        "total_s",
+        "per_model_example_s",
+    }
 
 
 def read_json_keys(path):
@@ -147,7 +153,7 @@ def test_rerun_recomputes_no_finished_cell(study, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished cell was computed again")
 
-    monkeypatch.setattr(study_mod, "_run_chunks", boom)
+    monkeypatch.setattr(study_mod, "run_in_chunks", boom)
     again = run_margin_study(TINY, out, **QUIET)
     assert again["margins"].read_text() == before
 
@@ -180,7 +186,7 @@ def test_join_with_deviation_and_reuse_of_the_subgroup_grid(study, tmp_path, mon
     sub = tmp_path / "subgroups"
     sub.mkdir()
     _synthetic_deviation(rows, sub / "deviation.csv")
-    write_json(sub / "config.json", {f: TINY.to_dict()[f] for f in study_mod._TRAIN_FIELDS})
+    write_json(sub / "config.json", {f: TINY.to_dict()[f] for f in TRAIN_FIELDS})
     shutil.copytree(out / "train", sub / "train")
     resumed = []
     real = study_mod.train_grid
@@ -273,17 +279,17 @@ def test_validate_accepts_the_presets():
 def test_one_compiled_program_and_order_does_not_change_results(
     tiny_model, tiny_params, tiny_images
 ):
-    program = make_example_program(tiny_model, n_samples=8, n_iter=2, attack_steps=1, n_probes=2)
+    program = make_margin_program(tiny_model, n_samples=8, n_iter=2, attack_steps=1, n_probes=2)
     images = np.asarray(tiny_images[:5])
     ids = np.arange(5) * 7
     key = jax.random.key(3)
     scalars = tuple(np.float32(v) for v in (1.0, 0.5, 2.0, 0.0))
     other = jax.tree.map(lambda a: a * 1.01, tiny_params)
-    by3 = study_mod._run_chunks(program, tiny_params, images, ids, key, scalars, 3)
-    study_mod._run_chunks(program, other, images, ids, key, scalars, 3)  # another model
+    by3 = run_in_chunks(program, tiny_params, images, ids, key, scalars, 3)
+    run_in_chunks(program, other, images, ids, key, scalars, 3)  # another model
     assert program._cache_size() == 1  # padded last chunk, new params: no recompile
     # Randomness follows example ids, not positions: a reordered batch gives the same values.
-    rev = study_mod._run_chunks(program, tiny_params, images[::-1], ids[::-1], key, scalars, 3)
+    rev = run_in_chunks(program, tiny_params, images[::-1], ids[::-1], key, scalars, 3)
     assert program._cache_size() == 1
     for name in ("p_r", "bound", "estimate", "jac_fro", "jac_fro_probe"):
         assert by3[name].shape == (5,)

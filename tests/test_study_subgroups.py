@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from vaerob_jax.cli import main
-from vaerob_jax.studies import SubgroupStudyConfig, run_subgroup_study, validate_config
-from vaerob_jax.studies.config import SUBGROUP_PRESETS, canonical_grid, study_key
+from vaerob_jax.studies.common import canonical_grid, study_key
+from vaerob_jax.studies.subgroups import (
+    SUBGROUP_PRESETS,
+    SubgroupStudyConfig,
+    run_subgroup_study,
+    validate_config,
+)
 from vaerob_jax.sweeps import read_csv
 
 TINY = SUBGROUP_PRESETS["tiny"]
@@ -80,7 +85,7 @@ def test_rerun_resumes_without_recomputing(study, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a finished cell was attacked again")
 
-    monkeypatch.setattr(atk, "attack_batch", boom)
+    monkeypatch.setattr(atk, "run_attack", boom)
     again = run_subgroup_study(CFG, out, progress=False, log=lambda _: None)
     assert again["deviation"].read_text() == before
 
@@ -95,13 +100,13 @@ def test_new_eps_value_only_computes_new_cells(study, tmp_path, monkeypatch):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     calls = []
-    real = atk.attack_batch
+    real = atk.run_attack
 
     def counting(attack, params, xs, eps_grid, key, **kw):
         calls.append(np.asarray(eps_grid).tolist())
         return real(attack, params, xs, eps_grid, key, **kw)
 
-    monkeypatch.setattr(atk, "attack_batch", counting)
+    monkeypatch.setattr(atk, "run_attack", counting)
     bigger = dataclasses.replace(CFG, eps=(*CFG.eps, 0.2))
     paths = run_subgroup_study(bigger, copy, progress=False, log=lambda _: None)
     assert all(np.allclose(c, [0.2]) for c in calls) and len(calls) == len(CANON.betas)
@@ -132,7 +137,7 @@ def test_bad_config_is_rejected_before_anything_runs(change, message):
     ],
 )
 def test_bad_config_fails_before_training(change, message, tmp_path, monkeypatch):
-    import vaerob_jax.studies.subgroups as study_mod
+    import vaerob_jax.studies.subgroups.study as study_mod
 
     def no_training(*a, **k):
         raise AssertionError("training started before the config was validated")

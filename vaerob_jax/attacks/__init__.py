@@ -1,38 +1,39 @@
-"""Compiled, vmapped maximum-damage attacks (Eq. 4 of 000; Eq. 5 of 001).
+"""Compiled, vmapped attacks composed from an objective, a threat, a step rule and restarts.
 
-An attack is composed from a random start, an objective, a step rule and a projection
-(:func:`pgd`); ``attack.run(params, x, eps, key)`` attacks one example and
-:func:`attack_batch` / :func:`attack_models` lift it over samples × ε grid × models
-(:func:`attack_each`: one ε per sample).
+* threats: :func:`ball` (hard L∞/L2 budget ∩ pixel box) and :func:`penalty` (λ‖δ‖ charged
+  against the objective, pixel box only);
+* step rules (optax transformations with extra arguments): :func:`sign_rule`,
+  :func:`adam_rule`, :func:`lbfgs_rule`;
+* objectives ``(params, inputs, delta, key) -> scalar`` to maximise: :func:`latent_damage`
+  (Eq. 4 of 000), :func:`output_damage` (Eq. 5 of 001, Eq. 13 of 003);
+* :func:`make_attack` / :func:`pgd` build an :class:`Attack` for one example;
+  :func:`run_attack` lifts it over samples × budgets (× models) and returns an
+  :class:`AttackResult` (best δ, its value, the start's value, non-finite step count).
+
+Example:
+    >>> attack = pgd(latent_damage(model), norm="linf", steps=40)
+    >>> res = run_attack(attack, params, {"x": xs}, jnp.array([0.03, 0.1]), jax.random.key(0))
+    >>> res.delta.shape            # (2, N, H, W, C)
 """
 
-from vaerob_jax.attacks.constraints import (
-    CONSTRAINTS,
-    NORMS,
-    norm_of,
-    project_l2_box,
-    projection,
-    random_start,
-)
-from vaerob_jax.attacks.driver import (
-    DRIVER_ENV_VAR,
-    DRIVERS,
-    attack_batch,
-    attack_each,
-    attack_models,
-    example_keys,
-    loop_driver,
+from vaerob_jax.attacks.constraints import CONSTRAINTS, NORMS, norm_of, project_l2_box
+from vaerob_jax.attacks.driver import DRIVER_ENV_VAR, DRIVERS, loop_driver, run_attack
+from vaerob_jax.attacks.engine import (
+    Attack,
+    AttackResult,
+    Objective,
+    make_attack,
+    validate_inputs,
 )
 from vaerob_jax.attacks.objectives import (
     NORMALIZATIONS,
-    Objective,
     latent_damage,
     output_damage,
     perturbed_input,
-    safe_norm,
 )
-from vaerob_jax.attacks.pgd import Attack, AttackState, pgd, validate_inputs
-from vaerob_jax.attacks.steps import RULES, StepRule, adam_rule, make_rule, sign_rule
+from vaerob_jax.attacks.pgd import PGD_RULES, pgd
+from vaerob_jax.attacks.steps import RULES, adam_rule, lbfgs_rule, sign_rule
+from vaerob_jax.attacks.threats import PENALTY_NORMS, Threat, ball, exact_norm, penalty
 
 __all__ = [
     "CONSTRAINTS",
@@ -40,27 +41,27 @@ __all__ = [
     "DRIVER_ENV_VAR",
     "NORMALIZATIONS",
     "NORMS",
+    "PENALTY_NORMS",
+    "PGD_RULES",
     "RULES",
     "Attack",
-    "AttackState",
+    "AttackResult",
     "Objective",
-    "StepRule",
+    "Threat",
     "adam_rule",
-    "attack_batch",
-    "attack_each",
-    "attack_models",
-    "example_keys",
+    "ball",
+    "exact_norm",
     "latent_damage",
+    "lbfgs_rule",
     "loop_driver",
-    "make_rule",
+    "make_attack",
     "norm_of",
     "output_damage",
+    "penalty",
     "perturbed_input",
     "pgd",
     "project_l2_box",
-    "projection",
-    "random_start",
-    "safe_norm",
+    "run_attack",
     "sign_rule",
     "validate_inputs",
 ]

@@ -1,4 +1,7 @@
-"""Attack objectives: per-example scalars to MAXIMISE, ``(params, x, delta, key) -> scalar``.
+"""Attack objectives: per-example scalars to MAXIMISE, ``(params, inputs, delta, key) -> scalar``.
+
+``inputs`` is a dict with the clean image ``'x'`` and whatever else an objective reads
+(targets, labels); these maximum-damage objectives read only ``'x'``.
 
 * :func:`latent_damage` is the maximum-damage objective of Eq. 4 of 000_2a5470c3dc126c07,
   ‖μ(x+δ) − μ(x)‖₂ on the encoder means (``use_mean=False``: the public code's sampled
@@ -16,15 +19,14 @@ Norms are "safe": sqrt(Σv² + tiny), so the value is finite everywhere and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from vaerob_jax.models.vae import VAE
+from vaerob_jax.attacks.engine import Objective
 
-Objective = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 NORMALIZATIONS = (None, "none", "minmax")  # None and "none" both mean x + δ as is
 
 _TINY = 1e-12
@@ -67,28 +69,32 @@ def perturbed_input(x: jax.Array, delta: jax.Array, normalize: str | None = None
     return xp
 
 
-def latent_damage(model: VAE, use_mean: bool = True, normalize: str | None = None) -> Objective:
+def latent_damage(model: Any, use_mean: bool = True, normalize: str | None = None) -> Objective:
     """Latent maximum-damage objective ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000_2a5470c3dc126c07).
 
     Eq. 4 writes the distance between the posteriors q(z|x+δ) and q(z|x); we use their means
     (default). The public code of 000 compares *sampled* latents of both images instead.
 
     Args:
-      model: the VAE (hashable; closed over).
+      model: an autoencoder (models protocol; hashable, closed over). ``use_mean=False``
+        needs a posterior.
       use_mean: True (default) for encoder means; False for z' ~ q(z|x̃), z ~ q(z|x) drawn
         with the per-step key (the reference code's noisy objective).
       normalize: None or 'minmax' (see :func:`perturbed_input`).
 
     Returns:
-      objective(params, x, delta, key) -> scalar, to maximise, for one example.
+      objective(params, inputs, delta, key) -> scalar, to maximise, for one example.
 
     Example:
       >>> obj = latent_damage(model)
-      >>> obj(params, x, 0.1 * jnp.ones_like(x), jax.random.key(0))
+      >>> obj(params, {'x': x}, 0.1 * jnp.ones_like(x), jax.random.key(0))
     """
     _check_normalize(normalize)
 
-    def objective(params: Any, x: jax.Array, delta: jax.Array, key: jax.Array) -> jax.Array:
+    def objective(
+        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        x = inputs["x"]
         x_adv = perturbed_input(x, delta, normalize)
         if use_mean:
             z_a = model.embed(params, x_adv)
@@ -100,10 +106,11 @@ def latent_damage(model: VAE, use_mean: bool = True, normalize: str | None = Non
         return safe_norm(z_a - z_c)
 
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
+    objective.requires = ("x",)  # type: ignore[attr-defined]
     return objective
 
 
-def output_damage(model: VAE, use_mean: bool = True, normalize: str | None = None) -> Objective:
+def output_damage(model: Any, use_mean: bool = True, normalize: str | None = None) -> Objective:
     """Output maximum-damage objective ‖g(μ(x+δ)) − g(μ(x))‖₂ (Eq. 5 of 001, Eq. 13 of 003).
 
     g is ``model.decode`` (the mean image), so g(μ(x)) is the maximum-likelihood reconstruction
@@ -116,11 +123,14 @@ def output_damage(model: VAE, use_mean: bool = True, normalize: str | None = Non
       normalize: None or 'minmax' (see :func:`perturbed_input`).
 
     Returns:
-      objective(params, x, delta, key) -> scalar, to maximise, for one example.
+      objective(params, inputs, delta, key) -> scalar, to maximise, for one example.
     """
     _check_normalize(normalize)
 
-    def objective(params: Any, x: jax.Array, delta: jax.Array, key: jax.Array) -> jax.Array:
+    def objective(
+        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        x = inputs["x"]
         x_adv = perturbed_input(x, delta, normalize)
         if use_mean:
             z_a = model.embed(params, x_adv)
@@ -130,4 +140,5 @@ def output_damage(model: VAE, use_mean: bool = True, normalize: str | None = Non
         return safe_norm(model.decode(params, z_a) - clean)
 
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
+    objective.requires = ("x",)  # type: ignore[attr-defined]
     return objective

@@ -94,7 +94,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The preset named by --preset with the flags that were given applied."""
-    from vaerob_jax.studies.config import override
+    from vaerob_jax.studies.common import override
     from vaerob_jax.studies.margins import MARGIN_PRESETS
 
     changes = flag_changes(args, [n for n in _OVERRIDES if n != "max_per_subgroup"])

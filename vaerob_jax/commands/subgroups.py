@@ -52,7 +52,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    from vaerob_jax.studies.config import SUBGROUP_PRESETS
+    from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
 
     p = subparsers.add_parser(
         "subgroups",
@@ -73,7 +73,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The preset named by --preset (or by --dataset), with the flags that were given applied."""
-    from vaerob_jax.studies.config import SUBGROUP_PRESETS, override
+    from vaerob_jax.studies.common import override
+    from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
 
     preset = args.preset or (args.dataset if args.dataset in SUBGROUP_PRESETS else "shapes")
     changes = flag_changes(args, _OVERRIDES)
@@ -82,7 +83,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the study; bad settings exit with code 2 and a message naming the problem."""
-    from vaerob_jax.studies import run_subgroup_study, validate_config
+    from vaerob_jax.studies.subgroups import run_subgroup_study, validate_config
 
     config = None
 

@@ -1,28 +1,26 @@
-"""Figures (matplotlib, headless) and the written Markdown report, from tidy tables."""
+"""Figures (matplotlib, headless) and the written Markdown report, from tidy tables.
 
-from vaerob_jax.report.figures import (
-    ATTRIBUTE_GROUPS,
-    SUBGROUP_COLORS,
-    SUBGROUP_ORDER,
-    pearson,
-    plot_bound_vs_margin,
+Shared helpers live in :mod:`~vaerob_jax.report.plotting`; each paper's figures in their own
+module (``figures_000``: subgroup robustness, ``figures_001``: margins, ...).
+"""
+
+from vaerob_jax.report.figures_000 import (
     plot_classifier_accuracy,
     plot_deviation_distributions,
     plot_deviation_vs_recon,
     plot_embedding,
     plot_example_grid,
-    plot_margin_distributions,
-    plot_margin_vs_deviation,
     plot_median_vs_eps,
     plot_neighbour_pull,
     plot_single_attribute,
-    plot_vs_beta,
-    rank_average,
     relabel_subgroups,
-    save_figure,
-    spearman,
-    subgroup_colors,
-    subgroup_order,
+)
+from vaerob_jax.report.figures_001 import (
+    plot_bound_vs_margin,
+    plot_margin_distributions,
+    plot_margin_vs_deviation,
+    plot_margin_vs_tau,
+    plot_vs_beta,
 )
 from vaerob_jax.report.markdown import (
     Section,
@@ -31,6 +29,17 @@ from vaerob_jax.report.markdown import (
     reading_highest_median,
     render_report,
     write_report,
+)
+from vaerob_jax.report.plotting import (
+    ATTRIBUTE_GROUPS,
+    SUBGROUP_COLORS,
+    SUBGROUP_ORDER,
+    pearson,
+    rank_average,
+    save_figure,
+    spearman,
+    subgroup_colors,
+    subgroup_order,
 )
 
 __all__ = [
@@ -49,6 +58,7 @@ __all__ = [
     "plot_example_grid",
     "plot_margin_distributions",
     "plot_margin_vs_deviation",
+    "plot_margin_vs_tau",
     "plot_median_vs_eps",
     "plot_neighbour_pull",
     "plot_single_attribute",

@@ -84,7 +84,11 @@ def pgd_attack_fn(
         restarts=restarts,
         box=box,
     )
-    return attack.run
+
+    def attack_fn(params: Any, x: jax.Array, radius: jax.Array, key: jax.Array) -> jax.Array:
+        return attack.run(params, {"x": x}, radius, key).delta
+
+    return attack_fn
 
 
 # -- margin search ----------------------------------------------------------------------------

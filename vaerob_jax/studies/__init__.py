@@ -1,29 +1,26 @@
-"""End-to-end studies: each is config -> one library call that writes tables, figures, report."""
+"""End-to-end studies: each is a config and a few small pieces run by one runner.
 
-from vaerob_jax.studies.config import SubgroupStudyConfig, config_fingerprint, override
-from vaerob_jax.studies.margins import (
-    MARGIN_PRESETS,
-    MarginStudyConfig,
-    make_example_program,
-    prepare_margin_inputs,
-    run_margin_study,
-    summarize_margins,
-    validate_margin_config,
-)
-from vaerob_jax.studies.subgroups import prepare_inputs, run_subgroup_study, validate_config
+* :mod:`~vaerob_jax.studies.runner`: validate → data → train-or-load → resumable cells →
+  tables → figures → ``report.md``, shared by every study;
+* :mod:`~vaerob_jax.studies.subgroups`: 000's subgroup robustness (``vaerob subgroups``);
+* :mod:`~vaerob_jax.studies.margins`: 001's margins and Theorem 1 (``vaerob margins``).
+"""
+
+from vaerob_jax.studies.common import override
+from vaerob_jax.studies.margins import MARGIN_PRESETS, MarginStudyConfig, run_margin_study
+from vaerob_jax.studies.runner import CellPlan, Study, StudyRun, run_study
+from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS, SubgroupStudyConfig, run_subgroup_study
 
 __all__ = [
     "MARGIN_PRESETS",
+    "SUBGROUP_PRESETS",
+    "CellPlan",
     "MarginStudyConfig",
-    "make_example_program",
-    "prepare_margin_inputs",
-    "run_margin_study",
-    "summarize_margins",
-    "validate_margin_config",
+    "Study",
+    "StudyRun",
     "SubgroupStudyConfig",
-    "config_fingerprint",
     "override",
-    "prepare_inputs",
+    "run_margin_study",
+    "run_study",
     "run_subgroup_study",
-    "validate_config",
 ]

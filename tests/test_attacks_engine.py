@@ -1,0 +1,142 @@
+"""The attack engine beyond PGD: targets in the inputs, penalty budgets, L-BFGS, failure flags."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vaerob_jax.attacks import (
+    AttackResult,
+    ball,
+    exact_norm,
+    latent_damage,
+    make_attack,
+    penalty,
+    pgd,
+    run_attack,
+)
+from vaerob_jax.attacks.driver import _chunk_program
+
+D_IN, D_Z = 6, 3
+
+
+def _linear_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    a = jnp.asarray(rng.normal(size=(D_Z, D_IN)), jnp.float32)
+    xs = jnp.asarray(rng.uniform(0.2, 0.8, size=(4, D_IN, 1, 1)), jnp.float32)
+    targets = jnp.asarray(rng.uniform(0.2, 0.8, size=(4, D_IN, 1, 1)), jnp.float32)
+    return a, xs, targets
+
+
+def _targeted(traces=None):
+    """−½‖A(x + d) − A x_t‖²: a targeted latent objective on a linear encoder (002 Eq. 13)."""
+
+    def objective(params, inputs, delta, key):
+        if traces is not None:
+            traces.append(1)  # runs only while tracing
+        x, xt = inputs["x"].ravel(), inputs["target"].ravel()
+        diff = params @ (x + delta.ravel()) - jax.lax.stop_gradient(params @ xt)
+        return -0.5 * jnp.sum(jnp.square(diff))
+
+    objective.requires = ("x", "target")
+    return objective
+
+
+def test_exact_norm_value_and_gradient_at_zero():
+    d = jnp.array([3.0, -4.0])
+    np.testing.assert_allclose(exact_norm(d), 5.0, rtol=1e-7)
+    np.testing.assert_allclose(exact_norm(d, "l2_squared"), 25.0, rtol=1e-7)
+    g0 = jax.grad(exact_norm)(jnp.zeros(3))
+    np.testing.assert_array_equal(g0, 0.0)
+    np.testing.assert_array_equal(exact_norm(jnp.zeros(3)), 0.0)  # no smoothing offset at all
+
+
+def test_lbfgs_with_squared_penalty_matches_closed_form_over_a_lambda_grid():
+    a, xs, targets = _linear_problem()
+    lams = jnp.asarray([1e-3, 0.1, 1.0, 10.0, 1e3], jnp.float32)
+    attack = make_attack(
+        _targeted(), penalty("l2_squared", box=None), rule="lbfgs", steps=30, image_shape=None
+    )
+    res = run_attack(attack, a, {"x": xs, "target": targets}, lams, jax.random.key(0))
+    assert res.delta.shape == (5, 4, D_IN, 1, 1)
+    an = np.asarray(a, np.float64)
+    for e, lam in enumerate(np.asarray(lams, np.float64)):
+        for n in range(4):
+            c = an @ (np.asarray(targets[n]).ravel() - np.asarray(xs[n]).ravel())
+            # argmin ½‖A d − c‖² + λ‖d‖²  =  (AᵀA + 2λ I)⁻¹ Aᵀ c
+            want = np.linalg.solve(an.T @ an + 2 * lam * np.eye(D_IN), an.T @ c)
+            got = np.asarray(res.delta[e, n]).ravel()
+            np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
+    norms = np.linalg.norm(np.asarray(res.delta).reshape(5, 4, -1), axis=-1)
+    assert np.all(np.diff(norms, axis=0) <= 1e-5)  # ‖d*(λ)‖ non-increasing in λ
+    assert np.all(np.asarray(res.value) >= np.asarray(res.start_value) - 1e-6)
+
+
+def test_unsquared_penalty_lambda_grid_without_recompiling():
+    a, xs, targets = _linear_problem(1)
+    traces: list[int] = []
+    attack = make_attack(_targeted(traces), penalty("l2"), rule="lbfgs", steps=20)
+    inputs = {"x": xs, "target": targets}
+    grid1 = 2.0 ** jnp.linspace(-20.0, 20.0, 7)
+    r1 = run_attack(attack, a, inputs, grid1, jax.random.key(0))
+    n_traced = len(traces)
+    sizes = _chunk_program._cache_size()
+    r2 = run_attack(attack, a, inputs, grid1 * 1.7, jax.random.key(0))
+    assert len(traces) == n_traced and _chunk_program._cache_size() == sizes
+    for r in (r1, r2):
+        x_adv = np.asarray(xs[None] + r.delta)
+        assert x_adv.min() >= -1e-6 and x_adv.max() <= 1 + 1e-6  # pixels kept in [0, 1]
+        norms = np.linalg.norm(np.asarray(r.delta).reshape(7, 4, -1), axis=-1)
+        assert np.all(np.diff(norms, axis=0) <= 1e-4)
+        assert norms[-1].max() < 1e-6  # λ = 2²⁰: d ≈ 0
+        assert norms[0].min() > 1e-2  # λ = 2⁻²⁰: the attack moves
+
+
+def test_missing_target_input_is_named_before_tracing():
+    a, xs, _ = _linear_problem()
+    traces: list[int] = []
+    attack = make_attack(_targeted(traces), penalty("l2"), rule="lbfgs", steps=2)
+    with pytest.raises(ValueError, match="target"):
+        run_attack(attack, a, {"x": xs}, jnp.ones(2), jax.random.key(0))
+    with pytest.raises(ValueError, match="leading size"):
+        run_attack(attack, a, {"x": xs, "target": xs[:2]}, jnp.ones(2), jax.random.key(0))
+    with pytest.raises(ValueError, match="step_size"):
+        make_attack(_targeted(), penalty("l2"), rule="sign", steps=2)
+    assert traces == []
+
+
+def test_nonfinite_objective_is_reported_not_hidden(tiny_model, tiny_params, tiny_images):
+    base = latent_damage(tiny_model)
+
+    def poisoned(params, inputs, delta, key):
+        v = base(params, inputs, delta, key)
+        return jnp.where(jnp.sum(inputs["x"]) > 32.0, jnp.nan, v)  # NaN for bright images
+
+    attack = pgd(poisoned, steps=5, image_shape=(8, 8, 1))
+    xs = tiny_images[:4].at[0].set(0.9).at[1].set(0.1)
+    res = run_attack(attack, tiny_params, {"x": xs}, jnp.array([0.1]), jax.random.key(0))
+    nonfinite, improved = np.asarray(res.nonfinite)[0], np.asarray(res.improved)[0]
+    assert nonfinite[0] == 6 and not improved[0]  # 5 steps + the final evaluation
+    assert nonfinite[1] == 0 and improved[1]
+    assert np.all(np.isfinite(np.asarray(res.delta)))
+
+
+@pytest.mark.parametrize(("rule", "norm"), [("sign", "linf"), ("sign", "l2"), ("adam", "linf")])
+def test_every_rule_raises_the_objective_over_its_start(rule, norm, tiny_model, tiny_params):
+    xs = jax.random.uniform(jax.random.key(3), (8, 8, 8, 1), minval=0.2, maxval=0.8)
+    attack = make_attack(latent_damage(tiny_model), ball(norm), rule=rule, steps=12)
+    eps = jnp.asarray([0.1 if norm == "linf" else 1.0])
+    res = run_attack(attack, tiny_params, {"x": xs}, eps, jax.random.key(1))
+    gain = np.asarray(res.value - res.start_value)[0]
+    assert np.all(gain >= 0) and np.median(gain) > 0.2 * np.median(np.asarray(res.value))
+    assert np.all(np.asarray(res.improved))
+
+
+def test_result_is_a_pytree_with_matching_leading_axes(tiny_model, tiny_params, tiny_images):
+    attack = pgd(latent_damage(tiny_model), steps=2)
+    res = run_attack(attack, tiny_params, tiny_images[:5], jnp.array([0.1, 0.2]), jax.random.key(0))
+    assert isinstance(res, AttackResult)
+    assert res.delta.shape == (2, 5, 8, 8, 1)
+    assert res.value.shape == res.start_value.shape == res.nonfinite.shape == (2, 5)

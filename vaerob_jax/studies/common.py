@@ -1,0 +1,77 @@
+"""Helpers every study shares: config fingerprints, per-purpose keys and seeds, grid values.
+
+Keys: ``train_grid`` keys model k with ``fold_in(key(seed), model_seed)``; a study's own
+randomness (sampling, attacks, classifiers, statistics) comes from a separate stream so that no
+model seed can ever reproduce an attack or sampling key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any
+
+import jax
+
+from vaerob_jax.sweeps import GridSpec, fingerprint_of
+
+__all__ = [
+    "canonical_grid",
+    "config_fingerprint",
+    "override",
+    "stats_seed",
+    "study_key",
+    "train_config_for",
+]
+
+
+def config_fingerprint(config: Any) -> str:
+    """16 hex digits identifying a config (the sweeps store's fingerprint of its fields)."""
+    return fingerprint_of(dataclasses.asdict(config))
+
+
+_STUDY_STREAM = 0x7FFFFFFF
+
+
+def study_key(seed: int, purpose: str) -> jax.Array:
+    """The PRNG key of one purpose ('sample', 'attack', 'classifier/Male', ...) of a study."""
+    root = jax.random.fold_in(jax.random.key(seed), _STUDY_STREAM)
+    return jax.random.fold_in(root, zlib.crc32(purpose.encode()) & 0x7FFFFFFF)
+
+
+def stats_seed(seed: int, purpose: str, cell: str) -> list[int]:
+    """Seed material for numpy statistics of one grid cell (independent of the cell's
+    position in the grid, so adding an ε value leaves existing confidence intervals alone)."""
+    return [seed, zlib.crc32(purpose.encode()), zlib.crc32(cell.encode())]
+
+
+def canonical_grid(config: Any, axes: tuple[str, ...]) -> Any:
+    """The config with its grid axes replaced by the values the result store keys cells by.
+
+    The store canonicalises floats (12 significant digits); using those same values for
+    training, attacks and lookups keeps e.g. β = 1/3 or ε = 8/255 consistent throughout.
+    """
+    spec = GridSpec({axis: list(getattr(config, axis)) for axis in axes})
+    return dataclasses.replace(
+        config, **{axis: tuple(float(v) for v in spec.values(axis)) for axis in axes}
+    )
+
+
+def train_config_for(config: Any) -> Any:
+    """The TrainConfig of a study config (fields train_steps, batch_size, learning_rate,
+    kl_reduction); checkpoints four times per run."""
+    from vaerob_jax.train import TrainConfig
+
+    return TrainConfig(
+        steps=config.train_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        kl_reduction=config.kl_reduction,
+        checkpoint_every=max(1, config.train_steps // 4),
+        log_every=max(1, config.train_steps // 50),
+    )
+
+
+def override(config: Any, **changes: Any) -> Any:
+    """A copy of a frozen config with the non-None changes applied (CLI flags left unset stay)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

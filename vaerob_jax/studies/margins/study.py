@@ -1,0 +1,264 @@
+"""The margin study of 001 as :class:`~vaerob_jax.studies.runner.Study` pieces.
+
+* inputs: the training split, the evaluated examples (the subgroup study's draw, or every
+  example of the chosen subgroups), the VAE;
+* training: the β × τ grid (τ = the encoder-std offset of 001 Fig. 7), or a copy of a
+  subgroup study's trained β grid when its settings match;
+* cells: one per (β, τ): the compiled per-example program of
+  :mod:`vaerob_jax.robustness.certificates` over fixed-size chunks of examples;
+* outputs: :mod:`~vaerob_jax.studies.margins.tables` and
+  :mod:`~vaerob_jax.studies.margins.readings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaerob_jax.data import Dataset, load, sample_per_subgroup
+from vaerob_jax.models import VAE, make_vae
+from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
+from vaerob_jax.studies.common import canonical_grid, study_key, train_config_for
+from vaerob_jax.studies.margins.config import (
+    TRAIN_FIELDS,
+    MarginStudyConfig,
+    validate_margin_config,
+)
+from vaerob_jax.studies.runner import CellPlan, StudyRun
+from vaerob_jax.sweeps import GridSpec, ResultStore, read_json
+from vaerob_jax.train import CheckpointError, train_grid
+
+__all__ = ["MarginInputs", "MarginStudy", "prepare_margin_inputs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginInputs:
+    """What the study works on, built and validated before any training."""
+
+    train: Dataset
+    sample: Dataset
+    model: VAE
+    reuse: Path | None  # the subgroup study's trained grid folder to copy, where usable
+    deviation: Path | None  # its deviation.csv, joined with the margins
+
+
+def prepare_margin_inputs(config: MarginStudyConfig, log: Callable[[str], None] = print):
+    """Validates the config, loads the data and the evaluated examples, builds the model.
+
+    The examples are ``sample_per_subgroup(split, max_per_subgroup, study_key(seed, "sample"))``,
+    the subgroup study's draw (its lowest-scored members per subgroup, so a smaller n gives a
+    subset of a larger one), or every example in a subgroup when ``max_per_subgroup`` is None.
+    """
+    validate_margin_config(config)
+    kw: dict[str, Any] = {} if config.n_train is None else {"n": config.n_train}
+    subgroups = config.subgroups if isinstance(config.subgroups, str) else list(config.subgroups)
+    common: dict[str, Any] = {
+        "image_size": config.image_size,
+        "subgroups": subgroups,
+        "seed": config.seed,
+    }
+    train = load(config.dataset, "train", **common, **kw)
+    pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
+    pool = load(config.dataset, config.split, **common, **pool_kw)
+    if config.max_per_subgroup is None:
+        keep = np.nonzero(pool.subgroup_ids >= 0)[0]
+        keep = keep[np.argsort(pool.subgroup_ids[keep], kind="stable")]
+        sample = pool.take(keep)
+    else:
+        # The subgroup study's sampling key: with max_per_subgroup <= its n_per_subgroup
+        # these are the same examples, so its Δc joins every margin row.
+        sample = sample_per_subgroup(
+            pool, config.max_per_subgroup, study_key(config.seed, "sample")
+        )
+    if len(sample) == 0:
+        raise ValueError(f"no example of split {config.split!r} falls in a subgroup")
+    log(
+        f"data: {config.dataset} train {len(train)}, {config.split} {len(pool)}; evaluated "
+        f"examples per subgroup {sample.counts()}"
+    )
+    model = make_vae(config.backbone, train.image_shape, config.latent_dim, config.likelihood)
+    reuse, deviation = _reusable_train_dir(config, log)
+    return MarginInputs(train, sample, model, reuse, deviation)
+
+
+def _canon(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return [_canon(x) for x in v]
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    return v
+
+
+def _reusable_train_dir(
+    config: MarginStudyConfig, log: Callable[[str], None]
+) -> tuple[Path | None, Path | None]:
+    """(trained grid folder to copy, deviation.csv) of the subgroup study, where usable."""
+    if config.subgroup_study_dir is None:
+        return None, None
+    folder = Path(config.subgroup_study_dir)
+    dev = folder / "deviation.csv"
+    dev_path = dev if dev.exists() else None
+    if dev_path is None:
+        log(f"{folder} has no deviation.csv: no margin-vs-Δc figure")
+    cfg_path, train_dir = folder / "config.json", folder / "train"
+    if not (cfg_path.exists() and (train_dir / "checkpoints").is_dir()):
+        log(f"{folder} has no trained β grid: training our own")
+        return None, dev_path
+    theirs = read_json(cfg_path)
+    mine = config.to_dict()
+    diff = [
+        f
+        for f in TRAIN_FIELDS
+        if f in theirs and _canon(theirs[f]) != _canon(mine[f]) or f not in theirs
+    ]
+    if tuple(float(t) for t in config.taus) != (0.0,):
+        diff.append("taus (the subgroup study trains τ = 0 only)")
+    if diff:
+        log(f"subgroup study's β grid not reused: settings differ ({', '.join(diff)})")
+        return None, dev_path
+    return train_dir, dev_path
+
+
+class MarginStudy:
+    """``vaerob margins``: the pieces the runner calls (see the module docstring)."""
+
+    name = "margins"
+    title = "Margins of r-robustness (001)"
+    state_folders: tuple[str, ...] = ("train", "cells")
+
+    def validate(self, config: MarginStudyConfig) -> None:
+        validate_margin_config(config)
+
+    def normalize(self, config: MarginStudyConfig) -> MarginStudyConfig:
+        return canonical_grid(config, ("betas", "taus"))  # the values cells are keyed by
+
+    def prepare(self, config: MarginStudyConfig, run: StudyRun) -> MarginInputs:
+        return prepare_margin_inputs(config, run.log)
+
+    def train(self, config: MarginStudyConfig, inputs: MarginInputs, run: StudyRun) -> Any:
+        workdir = run.out / "train"
+        if inputs.reuse is not None and not (workdir / "checkpoints").exists():
+            # A copy keeps the subgroup study's folder untouched and this study self-contained.
+            shutil.copytree(inputs.reuse, workdir, dirs_exist_ok=True)
+            run.log(f"reusing the trained β grid of {inputs.reuse.parent}")
+        train_cfg = train_config_for(config)
+
+        def fit() -> Any:
+            return train_grid(
+                inputs.model,
+                inputs.train.images,
+                [float(b) for b in config.betas],
+                train_cfg,
+                jax.random.key(config.seed),
+                sigma_offsets=[float(t) for t in config.taus],
+                workdir=workdir,
+                progress=run.progress,
+            )
+
+        try:
+            trained = fit()
+        except CheckpointError as err:
+            if inputs.reuse is None:
+                raise
+            run.log(f"copied checkpoint unusable ({err}); training our own")
+            shutil.rmtree(workdir)
+            trained = fit()
+        run.log(f"grid β {list(config.betas)} × τ {list(config.taus)} ready")
+        return trained
+
+    def plan(
+        self, config: MarginStudyConfig, inputs: MarginInputs, trained: Any, run: StudyRun
+    ) -> CellPlan:
+        from vaerob_jax.studies.margins.tables import rows_for_model
+
+        index = {(g["beta"], g["sigma_offset"]): g["model"] for g in trained.grid()}
+        program = make_margin_program(
+            inputs.model,
+            n_samples=config.n_samples,
+            n_iter=config.n_iter,
+            attack_steps=config.attack_steps,
+            attack_rule=config.attack_rule,
+            restarts=config.restarts,
+            n_starts=config.n_starts,
+            method=config.method,
+            apply_to=config.apply_to,
+            n_probes=config.n_probes,
+        )
+        spec = GridSpec(
+            {"beta": [float(b) for b in config.betas], "tau": [float(t) for t in config.taus]}
+        )
+        # One key for every model: example i gets the same noise draws and attack starts on
+        # every (β, τ), so models are compared on paired randomness whatever the grid's order.
+        key = study_key(config.seed, "margins")
+        scalars = tuple(jnp.asarray(v, jnp.float32) for v in (config.r, config.m, config.r_max))
+        sample = inputs.sample
+        images, ids = sample.images, np.asarray(sample.example_ids)
+        counter = _ProgressLines(len(spec) * len(sample), run)
+
+        def compute(cell: Any) -> list[dict[str, Any]]:
+            beta, tau = float(cell["beta"]), float(cell["tau"])
+            params = jax.tree.map(lambda a, k=index[(beta, tau)]: a[k], trained.params)
+            res = run_in_chunks(
+                program,
+                params,
+                images,
+                ids,
+                key,
+                (*scalars, jnp.asarray(tau, jnp.float32)),
+                config.chunk_size,
+                counter.tick,
+            )
+            return rows_for_model(beta, tau, sample, res)
+
+        # Grid axes and the join source stay out of the fingerprint: a new β or τ keeps cells.
+        store_cfg = {
+            k: v
+            for k, v in config.to_dict().items()
+            if k not in ("betas", "taus", "subgroup_study_dir")
+        }
+        return CellPlan(spec, compute, store_cfg)
+
+    def outputs(
+        self,
+        config: MarginStudyConfig,
+        inputs: MarginInputs,
+        trained: Any,
+        rows: list[dict[str, Any]],
+        store: ResultStore,
+        run: StudyRun,
+    ) -> list[dict[str, Any]]:
+        from vaerob_jax.studies.margins.readings import report_sections
+        from vaerob_jax.studies.margins.tables import write_tables_and_figures
+
+        n_cells = len(store.spec) if store.spec is not None else 1
+        run.timings["per_model_example_s"] = run.timings["cells_s"] / max(
+            1, n_cells * len(inputs.sample)
+        )
+        results = write_tables_and_figures(config, inputs, rows, run)
+        return report_sections(config, rows, results, run)
+
+
+class _ProgressLines:
+    """Model·example progress with rate and ETA, at most one line per 10 s."""
+
+    def __init__(self, total: int, run: StudyRun):
+        self.total, self.done, self.run = total, 0, run
+        self.t0 = self.last = time.perf_counter()
+
+    def tick(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.run.progress and (now - self.last > 10.0 or self.done >= self.total):
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else math.inf
+            self.run.log(f"{self.done}/{self.total} model·examples, {rate:.2f}/s, ETA {eta:.0f}s")
+            self.last = now

@@ -1,0 +1,176 @@
+"""Tables and figures of the margin study, computed from its finished cells.
+
+``margins`` (one row per model and example: the columns of :data:`MARGIN_COLUMNS`, then
+:data:`EXTRA_COLUMNS`), ``margin_summary`` (per model and subgroup, plus 'all'),
+``margins_with_deviation`` (joined with a subgroup study's Δc at its largest ε), figures
+named after what they show (001 Figs. 6, 7, 9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaerob_jax import report
+from vaerob_jax.data import Dataset
+from vaerob_jax.studies.margins.config import (
+    EXTRA_COLUMNS,
+    MARGIN_COLUMNS,
+    MARGIN_SUMMARY_COLUMNS,
+    MarginStudyConfig,
+)
+from vaerob_jax.studies.runner import StudyRun
+from vaerob_jax.sweeps import join_rows, read_csv
+
+__all__ = ["MarginResults", "rows_for_model", "summarize_margins", "write_tables_and_figures"]
+
+Rows = list[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginResults:
+    """The tables the report's readings are computed from."""
+
+    summary: Rows
+    joined: Rows
+    eps_max: float
+
+
+def rows_for_model(
+    beta: float, tau: float, sample: Dataset, res: dict[str, np.ndarray]
+) -> list[dict[str, Any]]:
+    """One ``margins.csv`` row per evaluated example of a (β, τ) model."""
+    names = sample.subgroup_names
+    rows = []
+    for i, (g, eid) in enumerate(zip(sample.subgroup_ids, sample.example_ids)):
+        defined = bool(res["bound_defined"][i])
+        rows.append(
+            {
+                "beta": float(beta),
+                "tau": float(tau),
+                "subgroup": names[int(g)],
+                "example_id": int(eid),
+                "sigma_min": float(res["sigma_min"][i]),
+                "jac_fro": float(res["jac_fro"][i]),
+                "p_r": float(res["p_r"][i]),
+                "bound": float(res["bound"][i]) if defined else math.nan,
+                "margin_estimate": float(res["estimate"][i]),
+                "margin_bracket": float(res["width"][i]),
+                "p_r_se": float(res["p_r_se"][i]),
+                "bound_defined": defined,
+                "margin_low": float(res["low"][i]),
+                "margin_high": float(res["high"][i]),
+                "p_clean": float(res["p_clean"][i]),
+                "censored": bool(res["censored"][i]),
+                "jac_fro_probe": float(res["jac_fro_probe"][i]),
+                "jac_fro_probe_se": float(res["jac_fro_probe_se"][i]),
+            }
+        )
+    return rows
+
+
+def summarize_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (β, τ, subgroup) summary of the per-example table, plus an 'all' row per model.
+
+    Medians/IQRs/means of ``margin_estimate`` over all examples and of ``bound`` over the
+    examples where it is defined; the share of defined bounds; among those, the share with
+    bound ≤ estimated margin (Theorem 1 says it should be ~1, up to the O(ε) term and the
+    estimator's own error), counted over examples whose margin is not censored (robust at
+    ``r_max``, so the estimate is only a lower end); the number of censored examples.
+    """
+    out = []
+    models = sorted({(r["beta"], r["tau"]) for r in rows})
+    for beta, tau in models:
+        mine = [r for r in rows if r["beta"] == beta and r["tau"] == tau]
+        groups = list(dict.fromkeys(r["subgroup"] for r in mine))
+        for name in [*groups, "all"]:
+            sel = [r for r in mine if name == "all" or r["subgroup"] == name]
+            est = np.array([r["margin_estimate"] for r in sel], np.float64)
+            bnd = np.array([r["bound"] for r in sel], np.float64)
+            ok = np.isfinite(bnd)
+            cen = np.array([bool(r["censored"]) for r in sel])
+            b_ok = bnd[ok]
+            cmp = ok & ~cen  # a censored estimate (r_max) is only a lower end of the margin
+
+            def iqr(v: np.ndarray) -> float:
+                if v.size == 0:
+                    return math.nan
+                q75, q25 = np.percentile(v, [75, 25])
+                return float(q75 - q25)
+
+            out.append(
+                {
+                    "beta": beta,
+                    "tau": tau,
+                    "subgroup": name,
+                    "n": len(sel),
+                    "margin_median": float(np.median(est)),
+                    "margin_iqr": iqr(est),
+                    "margin_mean": float(np.mean(est)),
+                    "bound_median": float(np.median(b_ok)) if b_ok.size else math.nan,
+                    "bound_iqr": iqr(b_ok),
+                    "bound_mean": float(np.mean(b_ok)) if b_ok.size else math.nan,
+                    "share_bound_defined": float(np.mean(ok)),
+                    "share_bound_le_margin": float(np.mean(bnd[cmp] <= est[cmp]))
+                    if cmp.any()
+                    else math.nan,
+                    "n_censored": int(sum(bool(r["censored"]) for r in sel)),
+                }
+            )
+    return out
+
+
+def deviation_rows(dev_path: Path) -> tuple[Rows, float]:
+    """The subgroup study's Δc rows at its largest ε (one row per β, subgroup, example)."""
+    dev = read_csv(dev_path, types={"subgroup": str})
+    eps_max = max(float(r["eps"]) for r in dev)
+    return [r for r in dev if float(r["eps"]) == eps_max], eps_max
+
+
+def write_tables_and_figures(
+    config: MarginStudyConfig, inputs: Any, rows: Rows, run: StudyRun
+) -> MarginResults:
+    """Writes every table and figure of the study; returns the tables for the readings."""
+    run.table("margins", rows, [*MARGIN_COLUMNS, *EXTRA_COLUMNS])
+    summary = summarize_margins(rows)
+    run.table("margin_summary", summary, MARGIN_SUMMARY_COLUMNS)
+    taus = sorted({float(t) for t in config.taus})
+    run.figure("bound_vs_margin", report.plot_bound_vs_margin, rows, "bound_vs_margin.png")
+    for t in taus:
+        sfx = "" if len(taus) == 1 else f"_tau{t:g}"
+        at_t = [r for r in rows if r["tau"] == t]
+        run.figure(
+            f"vs_beta{sfx}",
+            report.plot_vs_beta,
+            at_t,
+            f"sigma_jacobian_margin_vs_beta{sfx}.png",
+            columns=("sigma_min", "jac_fro", "margin_estimate", "bound"),
+        )
+        run.figure(
+            f"margin_distributions{sfx}",
+            report.plot_margin_distributions,
+            at_t,
+            f"margin_distributions{sfx}.png",
+        )
+    if len(taus) > 1:
+        run.figure("margin_vs_tau", report.plot_margin_vs_tau, rows, "margin_vs_tau.png")
+    joined: Rows = []
+    eps_max = math.nan
+    if inputs.deviation is not None:
+        dev, eps_max = deviation_rows(inputs.deviation)
+        at0 = [r for r in rows if r["tau"] == 0.0]
+        joined = join_rows(at0, dev, on=("beta", "subgroup", "example_id"))
+        run.log(f"joined {len(joined)} of {len(at0)} τ=0 margin rows with Δc at ε={eps_max:g}")
+        if joined:
+            run.table("margins_with_deviation", joined)
+            run.figure(
+                "margin_vs_deviation",
+                report.plot_margin_vs_deviation,
+                joined,
+                "margin_vs_deviation.png",
+            )
+    return MarginResults(summary, joined, eps_max)

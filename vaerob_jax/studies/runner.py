@@ -1,0 +1,224 @@
+"""The study runner: what every study repeats, in one place.
+
+``run_study(study, config, out_dir)`` runs
+
+    validate → prepare (data, models; fails fast) → train or load → resumable cells over the
+    grid → tables → figures → ``report.md`` (+ ``artefacts.json``, ``timings.json``)
+
+with progress lines and timings, and a paper's study supplies only its pieces through the
+:class:`Study` protocol: its config checks, its inputs, its training, its cell computation
+(:class:`CellPlan`) and its outputs (tables and figures written through the :class:`StudyRun`
+helpers, and report sections whose readings are computed from those tables).
+
+Finished cells are stored one file each by :class:`~vaerob_jax.sweeps.ResultStore`, so an
+interrupted run resumes where it stopped; a rerun with another config refuses to mix results
+unless ``fresh`` (which removes the study's state folders first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from vaerob_jax import report
+from vaerob_jax.sweeps import GridSpec, ResultStore, run_grid, write_csv, write_json
+
+__all__ = ["CellPlan", "Study", "StudyRun", "run_study"]
+
+
+@dataclasses.dataclass
+class StudyRun:
+    """What a study's steps share: the output folder, logging, timings and written artefacts.
+
+    Attributes:
+      out: the output folder.
+      fresh: whether earlier results of another config are discarded.
+      progress: whether to show progress bars / periodic lines with ETA.
+      log: where one-line status messages go.
+      timings: seconds per phase (``<phase>_s``), written to ``timings.json``.
+      paths: artefact name -> path of everything written (``artefacts.json``).
+    """
+
+    out: Path
+    fresh: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = print
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    @property
+    def fig_dir(self) -> Path:
+        path = self.out / "figures"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Records the wall time of the ``with`` block as ``timings[phase + '_s']``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + (
+                time.perf_counter() - t0
+            )
+
+    def table(
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None = None,
+    ) -> Path:
+        """Writes ``<out>/<name>.csv`` (tidy rows, given column order first) and records it."""
+        path = self.out / f"{name}.csv"
+        write_csv(path, list(rows), columns)
+        self.paths[name] = path
+        return path
+
+    def figure(
+        self, name: str, fn: Callable[..., Any], data: Any, filename: str, **kw: Any
+    ) -> Path | None:
+        """Draws ``fn(data, <out>/figures/<filename>, **kw)`` and records it as ``fig_<name>``.
+
+        A figure that cannot be drawn from the data (the figure function raises ValueError,
+        e.g. fewer than two defined points on a tiny run) is skipped with a log line naming
+        why, so a report never points at a missing file.
+        """
+        path = self.fig_dir / filename
+        try:
+            fn(data, path, **kw)
+        except ValueError as err:
+            self.log(f"figure {filename} skipped: {err}")
+            return None
+        self.paths[f"fig_{name}"] = path
+        return path
+
+
+@dataclasses.dataclass(frozen=True)
+class CellPlan:
+    """A study's grid of resumable cells.
+
+    Attributes:
+      spec: the grid (axis name -> values).
+      compute: ``compute(cell) -> rows | (rows, arrays)``, or with ``batch_axes``
+        ``compute(cells) -> results`` for the pending cells of one group (see
+        :func:`vaerob_jax.sweeps.run_grid`).
+      store_config: what changes a cell's result (its fingerprint ties the store to it); leave
+        out grid axes that may grow and settings used only after the cells.
+      batch_axes: axes computed together in one call (e.g. all ε of one β), or None.
+    """
+
+    spec: GridSpec
+    compute: Callable[[Any], Any]
+    store_config: Mapping[str, Any]
+    batch_axes: tuple[str, ...] | None = None
+
+
+class Study(Protocol):
+    """What a paper's study supplies to :func:`run_study`.
+
+    Attributes:
+      name: command name and log prefix ('subgroups').
+      title: the report's title.
+      state_folders: folders under ``out`` holding computed state (checkpoints, cells) that
+        ``fresh`` removes.
+    """
+
+    name: str
+    title: str
+    state_folders: tuple[str, ...]
+
+    def validate(self, config: Any) -> None:
+        """Cheap checks; ValueError naming the offending field. Runs before anything else."""
+
+    def normalize(self, config: Any) -> Any:
+        """The config with grid values as the result store keys them (e.g. canonical floats)."""
+
+    def prepare(self, config: Any, run: StudyRun) -> Any:
+        """Loads data and builds models; fails fast on bad data (before any training)."""
+
+    def train(self, config: Any, inputs: Any, run: StudyRun) -> Any:
+        """Trains (or loads from ``run.out``) what the cells need."""
+
+    def plan(self, config: Any, inputs: Any, trained: Any, run: StudyRun) -> CellPlan:
+        """The grid of cells and their computation."""
+
+    def outputs(
+        self,
+        config: Any,
+        inputs: Any,
+        trained: Any,
+        rows: list[dict[str, Any]],
+        store: ResultStore,
+        run: StudyRun,
+    ) -> list[dict[str, Any]]:
+        """Writes tables and figures (through ``run``) and returns the report's sections."""
+
+
+def run_study(
+    study: Study,
+    config: Any,
+    out_dir: str | Path,
+    *,
+    fresh: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Runs ``study`` with ``config`` into ``out_dir``; returns the artefacts it wrote.
+
+    Args:
+      study: the paper's pieces (:class:`Study`).
+      config: its config (a frozen dataclass with ``to_dict`` and ``fingerprint``).
+      out_dir: output folder; an existing one of the same config is resumed.
+      fresh: discard what the folder holds for another config (the study's state folders).
+      progress: progress bars / periodic lines with ETA.
+      log: where one-line status messages go (default: printed with the study's name).
+
+    Returns:
+      Artefact name -> path (tables, ``fig_*`` figures, 'report', 'timings').
+    """
+    if log is None:
+
+        def log(msg: str) -> None:
+            print(f"[{study.name}] {msg}", flush=True)
+
+    t_start = time.perf_counter()
+    study.validate(config)  # before normalising, so errors name the config's own fields
+    config = study.normalize(config)
+    run = StudyRun(Path(out_dir), fresh=fresh, progress=progress, log=log)
+    with run.timed("prepare"):
+        inputs = study.prepare(config, run)
+    if fresh:
+        for folder in study.state_folders:
+            shutil.rmtree(run.out / folder, ignore_errors=True)
+    run.out.mkdir(parents=True, exist_ok=True)
+    write_json(run.out / "config.json", {**config.to_dict(), "fingerprint": config.fingerprint()})
+
+    with run.timed("train"):
+        trained = study.train(config, inputs, run)
+    plan = study.plan(config, inputs, trained, run)
+    store = ResultStore(run.out / "cells", plan.store_config, spec=plan.spec, fresh=fresh)
+    with run.timed("cells"):
+        rows = run_grid(
+            plan.spec, plan.compute, store, batch_axes=plan.batch_axes, progress=progress
+        )
+    log(f"{len(plan.spec)} cells ready ({run.timings['cells_s']:.0f}s)")
+
+    with run.timed("outputs"):
+        sections = study.outputs(config, inputs, trained, rows, store, run)
+        sections = [{k: v for k, v in s.items() if v is not None} for s in sections]
+        run.paths["report"] = report.write_report(run.out / "report.md", study.title, sections)
+    (run.out / "artefacts.json").write_text(
+        json.dumps({k: str(v) for k, v in run.paths.items()}, indent=2, sort_keys=True)
+    )
+    run.timings["total_s"] = time.perf_counter() - t_start
+    write_json(run.out / "timings.json", run.timings)
+    run.paths["timings"] = run.out / "timings.json"
+    log(f"done in {run.timings['total_s']:.0f}s; report: {run.paths['report']}")
+    return dict(run.paths)

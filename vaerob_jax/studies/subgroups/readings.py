@@ -1,0 +1,141 @@
+"""The report of the subgroup study: sections whose readings are computed from its tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaerob_jax import report
+from vaerob_jax.studies.common import config_fingerprint
+from vaerob_jax.studies.runner import StudyRun
+from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
+from vaerob_jax.studies.subgroups.study import StudyInputs
+from vaerob_jax.studies.subgroups.tables import SUMMARY_COLUMNS, SubgroupResults
+
+__all__ = ["report_sections"]
+
+
+def report_sections(
+    config: SubgroupStudyConfig, inputs: StudyInputs, res: SubgroupResults, run: StudyRun
+) -> list[dict[str, Any]]:
+    """The report's sections, in order: setting, least robust subgroup, Δc against ε,
+    disparities, Δc against reconstruction, single attributes, classifiers, neighbourhoods,
+    t-SNE, examples."""
+    paths = run.paths
+    betas = [float(b) for b in config.betas]
+    eps_max = max(float(e) for e in config.eps)
+    readings = []
+    for beta in betas:
+        pvals = {
+            d["subgroup"]: d["p_value"]
+            for d in res.disparity
+            if d["beta"] == beta and d["eps"] == eps_max
+        }
+        top = max(
+            (s for s in res.summary if s["beta"] == beta and s["eps"] == eps_max),
+            key=lambda s: s["median"],
+        )
+        readings.append(
+            report.reading_highest_median(
+                res.summary, beta, eps_max, p_value=pvals.get(top["subgroup"])
+            )
+        )
+    counts = inputs.sample.counts()
+    sections: list[dict[str, Any]] = [
+        {
+            "heading": "Setting",
+            "reading": (
+                f"{config.dataset} ({config.backbone}, latent {config.latent_dim}), β ∈ {betas}, "
+                f"{config.norm} ε ∈ {list(config.eps)}, {config.attack_steps}-step "
+                f"{config.attack_rule} PGD maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000); Δc = "
+                f"‖g(μ(x+δ)) − g(μ(x))‖₂ (Eq. 5); {config.n_per_subgroup} attacked examples per "
+                f"subgroup ({', '.join(f'{k}: {v}' for k, v in counts.items())}); config "
+                f"fingerprint {config_fingerprint(config)}."
+            ),
+        },
+        {
+            "heading": "Which subgroup is least robust?",
+            "reading": "\n\n".join(readings),
+            "figure": paths.get("fig_deviation_distributions"),
+            "table": [s for s in res.summary if s["eps"] == eps_max],
+            "columns": list(SUMMARY_COLUMNS),
+        },
+        {
+            "heading": "Median Δc against the budget",
+            "reading": "Medians with bootstrap 95 % CIs; curves that separate show a disparity "
+            "that grows with ε.",
+            "figure": paths.get("fig_median_vs_eps"),
+        },
+        {
+            "heading": "Disparity to the most robust subgroup",
+            "reading": "Ratio of median Δc to the subgroup with the lowest median, with a "
+            "two-sided permutation-test p-value for the difference of medians.",
+            "table": [d for d in res.disparity if d["eps"] == eps_max],
+        },
+        {
+            "heading": "Deviation against reconstruction quality",
+            "reading": f"Each point is one attacked example at ε={eps_max:g} (000 Fig. 2).",
+            "figure": paths.get("fig_deviation_vs_recon"),
+        },
+    ]
+    for key, heading in (("fig_age", "By age"), ("fig_gender", "By gender")):
+        if key in paths:
+            label = key[4:]
+            sections.append(
+                {
+                    "heading": heading,
+                    "reading": f"Single-attribute groups ({label}) at every β and ε.",
+                    "figure": paths[key],
+                    "table": [
+                        r
+                        for r in res.by_attribute
+                        if r["attribute"] == label and r["eps"] == eps_max
+                    ],
+                }
+            )
+    if res.accuracy:
+        worst = min(
+            (r for r in res.accuracy if r["input"] == "adv_recon" and r["eps"] == eps_max),
+            key=lambda r: r["accuracy"],
+        )
+        sections.append(
+            {
+                "heading": "Attribute classifiers on reconstructions",
+                "reading": (
+                    f"Lowest accuracy on adversarial reconstructions at ε={eps_max:g}: the "
+                    f"{worst['classifier']} classifier on {worst['subgroup']} "
+                    f"at β={worst['beta']:g} ({worst['accuracy']:.2f})."
+                ),
+                "figure": paths.get("fig_classifier_accuracy"),
+            }
+        )
+    pulled = max(
+        (s for s in res.neighbours_summary if s["eps"] == eps_max), key=lambda s: s["other_after"]
+    )
+    sections.append(
+        {
+            "heading": "Latent neighbourhoods",
+            "reading": (
+                f"After the attack, {pulled['subgroup']} examples at β={pulled['beta']:g} have "
+                f"{100 * pulled['other_after']:.0f} % of their {config.knn_k} nearest latent "
+                f"neighbours in other subgroups (before: {100 * pulled['other_before']:.0f} %)."
+            ),
+            "figure": paths.get("fig_neighbour_pull"),
+        }
+    )
+    if "fig_tsne" in paths:
+        sections.append(
+            {
+                "heading": "t-SNE of the latent means",
+                "reading": "Reference examples coloured by subgroup; attacked examples as stars "
+                "shaded by Δc, with arrows to their adversarial embeddings.",
+                "figure": paths["fig_tsne"],
+            }
+        )
+    sections.append(
+        {
+            "heading": "Examples",
+            "reading": "Rows: x, x+δ, g(μ(x)), g(μ(x+δ)).",
+            "figure": paths.get("fig_examples"),
+        }
+    )
+    return sections
