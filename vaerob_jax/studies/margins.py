@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax import attacks as atk
-from vaerob_jax import report
+from vaerob_jax import objectives, report
 from vaerob_jax.data import Dataset, available_datasets, load, sample_per_subgroup
 from vaerob_jax.models import VAE, make_vae
 from vaerob_jax.robustness import (
@@ -66,8 +66,7 @@ from vaerob_jax.sweeps import (
     write_csv,
     write_json,
 )
-from vaerob_jax.train import CheckpointError, train_grid
-from vaerob_jax.train.grid import make_grid
+from vaerob_jax.train import CheckpointError, make_grid, train_grid
 
 __all__ = [
     "MARGIN_COLUMNS",
@@ -236,9 +235,19 @@ def validate_margin_config(config: MarginStudyConfig) -> None:
         raise ValueError(
             f"unknown dataset {config.dataset!r}; available: {', '.join(available_datasets())}"
         )
-    make_grid(config.betas, config.taus)  # finite, β >= 0, τ >= 0, non-empty
     if len(set(config.betas)) != len(config.betas) or len(set(config.taus)) != len(config.taus):
         raise ValueError(f"betas and taus must not repeat values: {config.betas}, {config.taus}")
+    if len(config.betas) == 0 or len(config.taus) == 0:
+        raise ValueError(f"betas and taus must be non-empty, got {config.betas}, {config.taus}")
+    make_grid({"beta": config.betas, "tau": config.taus})  # finite numbers
+    for name in ("betas", "taus"):
+        if any(float(v) < 0 for v in getattr(config, name)):
+            raise ValueError(f"{name} must be >= 0, got {list(getattr(config, name))}")
+    if config.kl_reduction not in objectives.KL_REDUCTIONS:
+        raise ValueError(
+            f"unknown kl_reduction {config.kl_reduction!r}; choose one of "
+            f"{objectives.KL_REDUCTIONS}"
+        )
     for name in ("r", "r_max"):
         v = float(getattr(config, name))
         if not math.isfinite(v) or v <= 0:
@@ -550,11 +559,13 @@ def _train_or_load(
     def fit() -> Any:
         return train_grid(
             inputs.model,
+            objectives.beta_elbo(inputs.model, config.kl_reduction),
             inputs.train.images,
-            [float(b) for b in config.betas],
+            make_grid(
+                {"beta": [float(b) for b in config.betas], "tau": [float(t) for t in config.taus]}
+            ),
             train_cfg,
             jax.random.key(config.seed),
-            sigma_offsets=[float(t) for t in config.taus],
             workdir=workdir,
             progress=progress,
         )
@@ -610,7 +621,7 @@ def run_margin_study(
     t0 = time.perf_counter()
     trained = _train_or_load(config, inputs, out, reuse, progress, log)
     timings["train_s"] = time.perf_counter() - t0
-    index = {(g["beta"], g["sigma_offset"]): g["model"] for g in trained.grid()}
+    index = {(g["beta"], g["tau"]): g["model"] for g in trained.rows()}
     log(f"grid β {list(config.betas)} × τ {list(config.taus)} ready ({timings['train_s']:.0f}s)")
 
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax import attacks as atk
-from vaerob_jax import report
+from vaerob_jax import objectives, report
 from vaerob_jax.data import (
     Dataset,
     available_datasets,
@@ -45,7 +45,6 @@ from vaerob_jax.models import (
     make_classifier,
     make_vae,
     predict,
-    train_classifier,
 )
 from vaerob_jax.robustness import (
     DEVIATION_KINDS,
@@ -64,8 +63,14 @@ from vaerob_jax.studies.config import (
     train_config_for,
 )
 from vaerob_jax.sweeps import GridSpec, ResultStore, run_grid, write_csv, write_json
-from vaerob_jax.train import CheckpointError, load_params, save_params, train_grid
-from vaerob_jax.train.grid import make_grid
+from vaerob_jax.train import (
+    CheckpointError,
+    TrainConfig,
+    load_params,
+    make_grid,
+    save_params,
+    train_grid,
+)
 
 # Protected attributes with readable (false, true) level names, for single-attribute tables.
 ATTRIBUTE_LEVELS = {"Young": ("age", ("old", "young")), "Male": ("gender", ("women", "men"))}
@@ -84,6 +89,8 @@ ARROWS_IN_TSNE = 12  # attacked examples (highest Δc) whose move is drawn in th
 POST_PROCESSING_FIELDS = ("betas", "eps", "n_boot", "n_perm", "knn_k", "n_reference", "tsne_points")
 CLASSIFIER_BATCH = 64
 CLASSIFIER_LR = 1e-3
+# Batches uniform with replacement, as the classifiers were trained before the grid trainer.
+CLASSIFIER_SAMPLING = "replacement"
 SUMMARY_COLUMNS = ("beta", "eps", "subgroup", "n", "median", "iqr", "mean", "ci_low", "ci_high")
 
 
@@ -114,9 +121,18 @@ def validate_config(config: SubgroupStudyConfig) -> None:
             f"unknown dataset {config.dataset!r}; available: {', '.join(available_datasets())}"
         )
     check_eps(np.asarray(config.eps, np.float64), name="eps")
-    make_grid(config.betas)  # finite, >= 0, non-empty
+    if len(config.betas) == 0:
+        raise ValueError("betas must be a non-empty sequence")
     if len(set(config.eps)) != len(config.eps) or len(set(config.betas)) != len(config.betas):
         raise ValueError(f"eps and betas must not repeat values: {config.eps}, {config.betas}")
+    make_grid({"beta": config.betas})  # finite numbers
+    if any(float(b) < 0 for b in config.betas):
+        raise ValueError(f"betas must be >= 0, got {list(config.betas)}")
+    if config.kl_reduction not in objectives.KL_REDUCTIONS:
+        raise ValueError(
+            f"unknown kl_reduction {config.kl_reduction!r}; choose one of "
+            f"{objectives.KL_REDUCTIONS}"
+        )
     if config.norm not in atk.NORMS:
         raise ValueError(f"unknown norm {config.norm!r}; choose one of {atk.NORMS}")
     if config.attack_rule not in atk.RULES:
@@ -189,9 +205,11 @@ def _train_or_load_classifiers(
         images = inputs.train.images
         meta = {
             "attribute": attr,
+            "trainer": "train_grid",
             "steps": config.classifier_steps,
             "batch_size": CLASSIFIER_BATCH,
             "learning_rate": CLASSIFIER_LR,
+            "batch_sampling": CLASSIFIER_SAMPLING,
             "dataset": config.dataset,
             "data_shape": list(images.shape),
             "data_sum": float(np.sum(images, dtype=np.float64)),
@@ -209,16 +227,22 @@ def _train_or_load_classifiers(
         if params is None:
             t0 = time.perf_counter()
             labels = inputs.train.attributes[attr].astype(np.int32)
-            key = study_key(config.seed, f"classifier/{attr}")
-            params = train_classifier(
+            trained = train_grid(
                 clf,
-                images,
-                labels,
-                key,
-                config.classifier_steps,
-                CLASSIFIER_BATCH,
-                lr=CLASSIFIER_LR,
+                objectives.cross_entropy(clf),
+                {"x": images, "label": labels},
+                {},
+                TrainConfig(
+                    steps=config.classifier_steps,
+                    batch_size=CLASSIFIER_BATCH,
+                    learning_rate=CLASSIFIER_LR,
+                    batch_sampling=CLASSIFIER_SAMPLING,
+                    log_every=config.classifier_steps,
+                ),
+                study_key(config.seed, f"classifier/{attr}"),
+                progress=False,
             )
+            params = jax.tree.map(lambda a: a[0], trained.params)
             save_params(folder, params, meta, overwrite=True)
             log(f"classifier '{attr}' trained in {time.perf_counter() - t0:.1f}s")
         result[attr] = (clf, params)
@@ -319,8 +343,9 @@ def run_subgroup_study(
     t0 = time.perf_counter()
     trained = train_grid(
         model,
+        objectives.beta_elbo(model, config.kl_reduction),
         inputs.train.images,
-        betas,
+        {"beta": betas},
         train_config_for(config),
         jax.random.key(config.seed),
         workdir=out / "train",
