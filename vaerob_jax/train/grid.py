@@ -256,7 +256,12 @@ def key_data(key: jax.Array) -> list[int]:
 
 def model_streams(key: jax.Array, seeds: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(init, data, loss) keys of every model, each stacked on K (see the module docstring)."""
-    model_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(seeds))
+    return _streams(key, jnp.asarray(seeds))
+
+
+@jax.jit
+def _streams(key: jax.Array, seeds: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    model_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, seeds)
 
     def derive(i: int) -> jax.Array:
         return jax.vmap(jax.random.fold_in, in_axes=(0, None))(model_keys, i)

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from vaerob_jax.train.config import TrainConfig
@@ -83,7 +84,10 @@ def init_stack(model: Any, config: TrainConfig, keys: jax.Array) -> tuple[Any, A
     """
     init = init_program(model, config)
     states = [init(keys[k]) for k in range(keys.shape[0])]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    if isinstance(jax.tree.leaves(states[0])[0], jax.core.Tracer):  # under eval_shape
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    # Stacked on the host: an eager jnp.stack would compile one program per leaf shape.
+    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *states)
 
 
 def resolve_model_axis(model_axis: str) -> str:
