@@ -28,6 +28,7 @@ import numpy as np
 from vaerob_jax.attacks import latent_damage, pgd, run_attack
 from vaerob_jax.data import load, sample_per_subgroup
 from vaerob_jax.models import make_vae
+from vaerob_jax.objectives import beta_elbo
 from vaerob_jax.robustness import evaluate_attacks
 from vaerob_jax.train import TrainConfig, train_grid
 
@@ -38,7 +39,14 @@ def _setup(quick: bool, workdir: Path) -> tuple[Any, Any, np.ndarray]:
     model = make_vae("burgess64", train.image_shape, 16)
     cfg = TrainConfig(steps=steps, batch_size=64, learning_rate=1e-3, log_every=steps)
     params = train_grid(
-        model, train.images, [1.0], cfg, jax.random.key(0), workdir=workdir, progress=False
+        model,
+        beta_elbo(model),
+        train.images,
+        {"beta": [1.0]},
+        cfg,
+        jax.random.key(0),
+        workdir=workdir,
+        progress=False,
     ).params
     params = jax.tree.map(lambda a: a[0], params)
     pool = load("shapes", "test", image_size=size, n=2048)

@@ -28,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import compiled_flops, matmul_peak_gflops
+from vaerob_jax import objectives
 from vaerob_jax.models import make_vae
 from vaerob_jax.train import TrainConfig, train_grid
-from vaerob_jax.train.grid import _grid_step_fn, _init_one_fn, _step_settings
+from vaerob_jax.train.steps import init_program, step_program, step_settings
 
 BETAS4 = (1.0, 2.0, 5.0, 10.0)
 
@@ -66,21 +67,23 @@ def _setup(
 
 
 def _flops_per_step(model: Any, images: np.ndarray, config: TrainConfig, k: int) -> float | None:
-    """XLA's FLOP estimate for one grid step with K models (None if unavailable)."""
+    """XLA's FLOP estimate for one vmapped grid step with K models (None if unavailable)."""
     try:
         key = jax.random.key(0)
-        one = jax.eval_shape(_init_one_fn(model, _step_settings(config)), key)
+        settings = dataclasses.replace(step_settings(config), model_axis="vmap")
+        one = jax.eval_shape(init_program(model, settings), key)
         stack = jax.tree.map(lambda a: jax.ShapeDtypeStruct((k, *a.shape), a.dtype), one)
         params, opt_state = stack
         keys = jax.random.split(key, k)
-        lowered = _grid_step_fn(model, _step_settings(config)).lower(
+        program = step_program(objectives.beta_elbo(model), settings).run
+        lowered = program.lower(  # type: ignore[attr-defined]
             params,
             opt_state,
-            jnp.asarray(images),
+            {"x": jnp.asarray(images)},
             keys,
             keys,
-            jnp.ones((k,), jnp.float32),
-            jnp.zeros((k,), jnp.float32),
+            {"beta": jnp.ones((k,), jnp.float32), "tau": jnp.zeros((k,), jnp.float32)},
+            jnp.full((k,), config.learning_rate, jnp.float32),
             jnp.int32(0),
         )
         flops = compiled_flops(lowered.compile())
@@ -102,8 +105,10 @@ def run(quick: bool, steps: int | None = None, rounds: int = 2) -> dict[str, Any
     steps = config.steps
     warm = TrainConfig(**{**config.to_dict(), "steps": 1, "log_every": 1})
 
+    loss = objectives.beta_elbo(model)
+
     def grid(betas, c):
-        return train_grid(model, images, betas, c, key, progress=False)
+        return train_grid(model, loss, images, {"beta": list(betas)}, c, key, progress=False)
 
     mapped = dataclasses.replace(config, model_axis="map")
     warm_mapped = dataclasses.replace(warm, model_axis="map")

@@ -1,10 +1,11 @@
 """β grid of 000 (β ∈ {1, 5, 10}) on the embedded ``shapes`` faces, scaled to a 2-core CPU.
 
-All three β models train in one compiled, vmapped program with the paper's Eq. 2 objective
-(KL summed over latent dims; ``--kl-reduction reference_mean`` gives 000's public-code form).
+All three β models train through the one grid trainer with the paper's Eq. 2 objective
+(``objectives.beta_elbo``: KL summed over latent dims; ``--kl-reduction reference_mean`` gives
+000's public-code form).
 
 Run:
-    vaerob train --dataset shapes --betas 1,5,10 --steps 500 --batch-size 64 \
+    vaerob train --dataset shapes --betas 1,5,10 --train-steps 500 --batch-size 64 \
         --backbone burgess64 --latent-dim 16 --out runs/beta_grid
 
 Expected result: ``runs/beta_grid/`` holds ``config.json``, ``metrics.csv``, ``grid.json``,

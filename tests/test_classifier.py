@@ -1,4 +1,4 @@
-"""Tests for the downstream attribute classifier of 000 (Tables 1–2)."""
+"""The downstream attribute classifier of 000 (Tables 1–2), trained by the one grid trainer."""
 
 from __future__ import annotations
 
@@ -7,15 +7,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vaerob_jax import objectives
 from vaerob_jax.models.classifier import (
     accuracy,
     accuracy_by_group,
     make_classifier,
     predict,
-    train_classifier,
 )
+from vaerob_jax.train import TrainConfig, train_grid
 
 SHAPE = (8, 8, 3)
+CFG = TrainConfig(
+    steps=60, batch_size=16, learning_rate=1e-2, batch_sampling="replacement", log_every=10
+)
+
+
+def _fit(clf, images, labels, key, grid=None, config=CFG):
+    data = {"x": images, "label": labels}
+    loss = objectives.cross_entropy(clf)
+    return train_grid(clf, loss, data, grid or {}, config, key, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -34,28 +44,42 @@ def bright_dark():
 
 
 @pytest.fixture(scope="module")
-def trained(clf, bright_dark):
+def grid_result(clf, bright_dark):
+    """A grid of two classifiers (seeds 0 and 1) in one compiled step."""
     images, labels = bright_dark
-    return train_classifier(
-        clf, images, labels, jax.random.key(0), steps=60, batch_size=16, lr=1e-2
-    )
+    return _fit(clf, images, labels, jax.random.key(0), {"seed": [0, 1]})
 
 
-def test_learns_separable_problem(clf, bright_dark, trained):
+@pytest.fixture(scope="module")
+def trained(grid_result):
+    return jax.tree.map(lambda a: a[0], grid_result.params)
+
+
+def test_classifier_grid_learns_separable_problem(clf, bright_dark, grid_result):
     images, labels = bright_dark
-    untrained = clf.init(jax.random.key(0))
-    acc0 = accuracy(clf, untrained, images, labels)
-    acc = accuracy(clf, trained, images, labels)
-    assert acc > 0.95, (acc0, acc)
-    # Held-out images from the same rule.
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(1)  # held-out images from the same rule
     y = rng.integers(0, 2, size=32)
     x = np.clip(
         np.where(y[:, None, None, None] == 1, 0.75, 0.25) + rng.uniform(-0.2, 0.2, (32, *SHAPE)),
         0,
         1,
+    ).astype(np.float32)
+    assert set(grid_result.history) == {"step", "loss", "error"}
+    for k in range(2):
+        params = jax.tree.map(lambda a, k=k: a[k], grid_result.params)
+        untrained = clf.init(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), k), 0))
+        acc0 = accuracy(clf, untrained, images, labels)
+        acc = accuracy(clf, params, images, labels)
+        assert acc > 0.95, (k, acc0, acc)
+        assert accuracy(clf, params, x, y) > 0.95
+        # The logged training error is the batch's 0/1 error: it falls with the loss.
+        err = grid_result.history["error"][:, k]
+        assert np.all((err >= 0) & (err <= 1)) and err[-1] <= 0.1
+        assert grid_result.history["loss"][-1, k] < grid_result.history["loss"][0, k]
+    # Two seeds, two different classifiers.
+    assert not np.allclose(
+        grid_result.params["Dense_1"]["kernel"][0], grid_result.params["Dense_1"]["kernel"][1]
     )
-    assert accuracy(clf, trained, x.astype(np.float32), y) > 0.95
 
 
 def test_proba_is_one_softmax(clf, bright_dark, trained):
@@ -74,9 +98,10 @@ def test_proba_is_one_softmax(clf, bright_dark, trained):
 
 def test_training_is_deterministic_for_a_key(clf, bright_dark):
     images, labels = bright_dark
-    a = train_classifier(clf, images, labels, jax.random.key(5), steps=3, batch_size=16)
-    b = train_classifier(clf, images, labels, jax.random.key(5), steps=3, batch_size=16)
-    c = train_classifier(clf, images, labels, jax.random.key(6), steps=3, batch_size=16)
+    cfg = TrainConfig(steps=3, batch_size=16, batch_sampling="replacement")
+    a, b, c = (
+        _fit(clf, images, labels, jax.random.key(seed), config=cfg).params for seed in (5, 5, 6)
+    )
     leaves = jax.tree.leaves
     for x, y in zip(leaves(a), leaves(b)):
         np.testing.assert_array_equal(x, y)
@@ -105,17 +130,19 @@ def test_accuracy_by_group_brute_force(clf, bright_dark, trained):
 def test_bad_inputs_raise(clf, bright_dark):
     images, labels = bright_dark
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match="labels must lie"):
-        train_classifier(clf, images, labels + 1, key, 1, 4)
+    with pytest.raises(ValueError, match=r"label must lie in \[0, 2\)"):
+        _fit(clf, images, labels + 1, key)
+    with pytest.raises(ValueError, match="label must be integers"):
+        _fit(clf, images, labels + 0.5, key)
+    with pytest.raises(ValueError, match=r"reads batch entries \['label'\]"):
+        train_grid(clf, objectives.cross_entropy(clf), images, {}, CFG, key)
     with pytest.raises(ValueError, match="one label per image"):
         accuracy(clf, clf.init(key), images, labels[:-1])
-    with pytest.raises(ValueError, match="images must have shape"):
-        train_classifier(clf, images[..., :1], labels, key, 1, 4)
+    with pytest.raises(ValueError, match="per-image shape"):
+        _fit(clf, images[..., :1], labels, key)
     with pytest.raises(ValueError, match="integers"):
         accuracy(clf, clf.init(key), images, labels.astype(float))
     with pytest.raises(ValueError, match="num_classes"):
         make_classifier(SHAPE, 1)
-    with pytest.raises(ValueError, match="steps"):
-        train_classifier(clf, images, labels, key, 0, 4)
     with pytest.raises(ValueError, match="expected an image"):
         clf.logits(clf.init(key), images[0, :4])

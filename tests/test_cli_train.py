@@ -53,7 +53,7 @@ def _load_experiment():
 @pytest.mark.slow
 def test_train_end_to_end_then_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main([*TINY, "--betas", "1,2,3", "--steps", "6", "--out", str(out)])
+    rc = main([*TINY, "--betas", "1,2,3", "--train-steps", "6", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trained 3 models for 6 steps" in printed
@@ -71,6 +71,8 @@ def test_train_end_to_end_then_resume(tmp_path, capsys):
         "hidden": [32, 16],
     }
     assert config["dataset"]["num_images"] == 16
+    assert config["grid"][2] == {"model": 2, "beta": 3.0}
+    assert config["loss"] == {"name": "beta_elbo", "kl_reduction": "sum"}
     assert config["train_config"]["steps"] == 6 and config["train_config"]["batch_size"] == 4
 
     m = read_metrics(out / "metrics.csv")
@@ -80,7 +82,7 @@ def test_train_end_to_end_then_resume(tmp_path, capsys):
     assert np.all(np.isfinite(m["loss"]))
 
     # Extending the run resumes from the step-6 checkpoint and appends rows 8 and 10 only.
-    rc = main([*TINY, "--betas", "1,2,3", "--steps", "10", "--out", str(out)])
+    rc = main([*TINY, "--betas", "1,2,3", "--train-steps", "10", "--out", str(out)])
     assert rc == 0
     assert "resumed from the checkpoint at step 6" in capsys.readouterr().out
     m2 = read_metrics(out / "metrics.csv")
@@ -89,20 +91,22 @@ def test_train_end_to_end_then_resume(tmp_path, capsys):
     np.testing.assert_array_equal(m2["loss"][:9], m["loss"])
 
     # A different β grid in the same folder is refused with a clear message.
-    rc = main([*TINY, "--betas", "1,2,4", "--steps", "10", "--out", str(out)])
+    rc = main([*TINY, "--betas", "1,2,4", "--train-steps", "10", "--out", str(out)])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "different run" in err and "grid.betas" in err and str(out) in err
+    assert "different run" in err and "grid.beta" in err and str(out) in err
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--betas", "1,-2"], "betas must be finite and >= 0"),
+        (["--betas", "1,-2"], "beta values must be >= 0"),
         (["--betas", "1,x"], "comma-separated numbers"),
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--backbone", "resnet"], "invalid choice: 'resnet'"),
-        (["--steps", "0"], "TrainConfig.steps must be a positive int"),
+        (["--train-steps", "0"], "--train-steps must be >= 1"),
+        (["--taus", "0,-0.5"], "tau values must be >= 0"),
+        (["--betas", "1,1"], "repeats values"),
         (["--kl-reduction", "mean"], "invalid choice: 'mean'"),
         (["--batch-size", "64"], "--batch-size 64 exceeds the 16 images"),
         (["--backbone", "burgess64"], "backbone 'burgess64' cannot take (8, 8, 1) images"),
@@ -111,7 +115,7 @@ def test_train_end_to_end_then_resume(tmp_path, capsys):
 def test_bad_arguments_exit_2_before_training(tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
-        main([*TINY, "--steps", "2", "--out", str(out), *extra])
+        main([*TINY, "--train-steps", "2", "--out", str(out), *extra])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (out / "metrics.csv").exists() and not (out / "checkpoints").exists()

@@ -91,7 +91,7 @@ def test_theorem1_bound_fields_and_true_margin(tau):
     model, x = LinearGaussianVAE(), jnp.asarray(rng.uniform(size=D), jnp.float32)
     r = jnp.array([1.25, 1.6, 2.2])  # p > 0.5 for sigma + tau in {0.5, 0.7}
     n = 2000
-    out = theorem1_bound(model, params, x, r, jax.random.key(0), n, sigma_offset=tau)
+    out = theorem1_bound(model, params, x, r, jax.random.key(0), n, tau=tau)
     s = SIGMA + tau
     np.testing.assert_allclose(out["sigma_min"], s, rtol=1e-6)
     np.testing.assert_allclose(out["jac_fro"], np.linalg.norm(a), rtol=1e-5)
@@ -100,7 +100,7 @@ def test_theorem1_bound_fields_and_true_margin(tau):
     np.testing.assert_allclose(out["bound"], s * probit / np.linalg.norm(a), rtol=1e-5)
     assert bool(np.all(out["bound_defined"]))
     for i, ri in enumerate(np.asarray(r)):
-        true_margin = linear_true_margin(params, float(ri), 0.5, sigma_offset=tau)
+        true_margin = linear_true_margin(params, float(ri), 0.5, tau=tau)
         p_exact = float(chi2_cdf(ri**2 / s**2, LATENT))
         bound_exact = s * float(jax.scipy.special.ndtri(p_exact)) / np.linalg.norm(a)
         assert abs(p[i] - p_exact) < 4 * np.sqrt(p_exact * (1 - p_exact) / n) + 1e-3

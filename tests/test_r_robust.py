@@ -51,7 +51,7 @@ def test_p_r_matches_chi_square_for_linear_vae(linear, tau):
     model, params, x = linear
     n = 4000
     r = jnp.array([0.5, 0.9, 1.25, 2.0])
-    p, se = p_r_robust(model, params, x, r, jax.random.key(3), n, sigma_offset=tau)
+    p, se = p_r_robust(model, params, x, r, jax.random.key(3), n, tau=tau)
     s = SIGMA + tau
     exact = chi2_cdf(r**2 / s**2, LATENT)
     assert p.shape == r.shape
@@ -209,18 +209,18 @@ def test_relative_loglik_degradation(linear):
         ({"n_samples": 0}, "n_samples"),
         ({"n_samples": 2.5}, "n_samples"),
         ({"x": "nan"}, "NaN"),
-        ({"sigma_offset": -0.1}, "sigma_offset"),
+        ({"tau": -0.1}, "tau"),
     ],
 )
 def test_bad_inputs_raise(tiny_model, tiny_params, tiny_images, kwargs, match):
-    args = {"r": 1.0, "n_samples": 8, "x": tiny_images[0], "sigma_offset": 0.0}
+    args = {"r": 1.0, "n_samples": 8, "x": tiny_images[0], "tau": 0.0}
     args.update(kwargs)
     if isinstance(args["x"], str):
         args["x"] = tiny_images[0].at[0, 0, 0].set(jnp.nan)
     with pytest.raises(ValueError, match=match):
         p_r_robust(
             tiny_model, tiny_params, args["x"], args["r"], jax.random.key(0), args["n_samples"],
-            sigma_offset=args["sigma_offset"],
+            tau=args["tau"],
         )  # fmt: skip
 
 

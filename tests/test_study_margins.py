@@ -218,7 +218,7 @@ def test_join_with_deviation_and_reuse_of_the_subgroup_grid(study, tmp_path, mon
         ({"r": 0.0}, "r must"),
         ({"r": -1.0}, "r must"),
         ({"m": 1.5}, "m must"),
-        ({"taus": (0.0, -0.1)}, "sigma_offsets"),
+        ({"taus": (0.0, -0.1)}, "taus must be >= 0"),
         ({"betas": (1.0, 1.0)}, "betas"),
         ({"dataset": "imagenet"}, "unknown dataset"),
         ({"method": "grid"}, "method"),

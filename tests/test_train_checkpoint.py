@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import chex
 import jax
 import numpy as np
 import pytest
 
+from vaerob_jax import objectives
 from vaerob_jax.models import make_vae
 from vaerob_jax.train import (
     CheckpointError,
@@ -17,10 +20,10 @@ from vaerob_jax.train import (
     read_metrics,
     save_params,
     train_grid,
-    train_step_traces,
 )
 
 BETAS = [1.0, 2.0, 3.0]
+GRID = {"beta": BETAS}
 KEY = jax.random.key(5)
 
 
@@ -40,29 +43,46 @@ def _equal(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_model, tiny_images):
-    return train_grid(tiny_model, tiny_images, BETAS, _cfg(6), KEY, progress=False)
+def elbo(tiny_model):
+    return objectives.beta_elbo(tiny_model)
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_model, tiny_images, uninterrupted, tmp_path):
+def _train(model, loss, images, cfg, workdir=None, grid=None, key=KEY):
+    return train_grid(
+        model,
+        loss,
+        images,
+        GRID if grid is None else grid,
+        cfg,
+        key,
+        workdir=workdir,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model, tiny_images, elbo):
+    return _train(tiny_model, elbo, tiny_images, _cfg(6))
+
+
+def test_resumed_run_equals_uninterrupted_run(
+    tiny_model, tiny_images, elbo, uninterrupted, tmp_path
+):
     # A run "killed" after step 3: its last checkpoint is at step 2 and metrics.csv already
     # holds step 3, which the resumed run must log again without duplicating it.
-    first = train_grid(
-        tiny_model, tiny_images, BETAS, _cfg(3), KEY, workdir=tmp_path, progress=False
-    )
+    chex.clear_trace_counter()
+    # One trace for both calls: restored state reuses the compiled step.
+    counted = dataclasses.replace(elbo, fn=chex.assert_max_traces(elbo.fn, n=1))
+    first = _train(tiny_model, counted, tiny_images, _cfg(3), tmp_path)
     ckpt = tmp_path / "checkpoints"
     assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [2, 3]
     for f in sorted((ckpt / "3").rglob("*"), reverse=True):
         f.unlink() if f.is_file() else f.rmdir()
     (ckpt / "3").rmdir()
     assert read_metrics(tmp_path / "metrics.csv")["step"].max() == 3
-    traces = train_step_traces()
 
-    resumed = train_grid(
-        tiny_model, tiny_images, BETAS, _cfg(6), KEY, workdir=tmp_path, progress=False
-    )
+    resumed = _train(tiny_model, counted, tiny_images, _cfg(6), tmp_path)
     assert resumed.resumed_from == 2 and first.resumed_from is None
-    assert train_step_traces() == traces  # restored state reuses the compiled step
     assert _equal(resumed.params, uninterrupted.params)
     assert _equal(resumed.opt_state, uninterrupted.opt_state)
     np.testing.assert_array_equal(resumed.history["step"], [3, 4, 5, 6])
@@ -82,47 +102,64 @@ def test_resumed_run_equals_uninterrupted_run(tiny_model, tiny_images, uninterru
     assert [g["beta"] for g in grid["models"]] == BETAS
 
     # Train or load: the finished run is loaded, not trained again.
-    again = train_grid(
-        tiny_model, tiny_images, BETAS, _cfg(6), KEY, workdir=tmp_path, progress=False
-    )
+    again = _train(tiny_model, elbo, tiny_images, _cfg(6), tmp_path)
     assert again.resumed_from == 6 and again.history["step"].size == 0
     assert _equal(again.params, uninterrupted.params)
     assert len(read_metrics(tmp_path / "metrics.csv")["step"]) == 18
 
 
 @pytest.fixture(scope="module")
-def finished_dir(tiny_model, tiny_images, tmp_path_factory):
+def finished_dir(tiny_model, tiny_images, elbo, tmp_path_factory):
     path = tmp_path_factory.mktemp("finished")
-    train_grid(tiny_model, tiny_images, BETAS, _cfg(2), KEY, workdir=path, progress=False)
+    _train(tiny_model, elbo, tiny_images, _cfg(2), path)
     return path
+
+
+def test_a_grid_stating_the_default_tau_resumes_one_that_omits_it(
+    tiny_model, tiny_images, elbo, finished_dir
+):
+    """The fingerprint records the hyperparameters the loss sees (defaults filled in), so the
+    margin study's β × {τ = 0} grid loads the subgroup study's β grid."""
+    res = _train(
+        tiny_model, elbo, tiny_images, _cfg(2), finished_dir, {"beta": BETAS, "tau": [0.0] * 3}
+    )
+    assert res.resumed_from == 2 and res.index(beta=2.0, tau=0.0) == 1
+    m = read_metrics(finished_dir / "metrics.csv")
+    assert list(m)[:5] == ["step", "model", "beta", "tau", "seed"]
+    np.testing.assert_array_equal(m["tau"], 0.0)  # rows of the first run get the τ column
 
 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"betas": [1.0, 2.0, 4.0]}, "grid.betas"),
-        ({"betas": [1.0, 2.0]}, "grid.num_models"),
+        ({"grid": {"beta": [1.0, 2.0, 4.0]}}, "grid.beta"),
+        ({"grid": {"beta": [1.0, 2.0]}}, "grid.num_models"),
+        ({"grid": {"beta": BETAS, "tau": [0.1] * 3}}, "grid.tau"),
+        ({"grid": {"beta": BETAS, "seed": [1] * 3}}, "grid.seed"),
         ({"key": jax.random.key(6)}, "key"),
-        ({"seeds": [1]}, "grid.seeds"),
         ({"model": make_vae("mlp", (8, 8, 1), latent_dim=3, hidden=(32, 16))}, "latent_dim"),
         ({"config": TrainConfig(steps=2, batch_size=4, learning_rate=1e-2)}, "learning_rate"),
-        ({"images_scale": 0.5}, "data.sum"),
+        (
+            {"config": TrainConfig(steps=2, batch_size=4, learning_rate=1e-3, optimizer="sgd")},
+            "train.optimizer",
+        ),
+        ({"kl_reduction": "reference_mean"}, "loss.options.kl_reduction"),
+        ({"images_scale": 0.5}, "data.x.sum"),
     ],
 )
 def test_mismatched_checkpoint_is_refused(tiny_model, tiny_images, finished_dir, change, field):
-    kw = {"model": tiny_model, "betas": BETAS, "config": _cfg(2), "key": KEY, "seeds": None}
-    kw.update({k: v for k, v in change.items() if k != "images_scale"})
+    model = change.get("model", tiny_model)
+    loss = objectives.beta_elbo(model, change.get("kl_reduction", "sum"))
     images = tiny_images * change.get("images_scale", 1.0)
     with pytest.raises(CheckpointError) as err:
-        train_grid(
-            kw["model"],
+        _train(
+            model,
+            loss,
             images,
-            kw["betas"],
-            kw["config"],
-            kw["key"],
-            seeds=kw["seeds"],
-            workdir=finished_dir,
-            progress=False,
+            change.get("config", _cfg(2)),
+            finished_dir,
+            change.get("grid"),
+            change.get("key", KEY),
         )
     msg = str(err.value)
     assert str(finished_dir / "checkpoints" / "2") in msg
@@ -138,16 +175,16 @@ def _garble(files: list[Path]) -> None:
 # A failed orbax restore can leave a pending tensorstore read whose callback later hits the
 # closed asyncio loop ("Event loop is closed", reported as unraisable); it is harmless.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_corrupted_checkpoint_raises_checkpoint_error(tiny_model, tiny_images, tmp_path):
-    train_grid(tiny_model, tiny_images, BETAS, _cfg(2), KEY, workdir=tmp_path, progress=False)
+def test_corrupted_checkpoint_raises_checkpoint_error(tiny_model, tiny_images, elbo, tmp_path):
+    _train(tiny_model, elbo, tiny_images, _cfg(2), tmp_path)
     step_dir = tmp_path / "checkpoints" / "2"
     _garble([f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"])
     with pytest.raises(CheckpointError, match="corrupted") as err:
-        train_grid(tiny_model, tiny_images, BETAS, _cfg(4), KEY, workdir=tmp_path, progress=False)
+        _train(tiny_model, elbo, tiny_images, _cfg(4), tmp_path)
     assert str(step_dir) in str(err.value)
     (step_dir / "meta" / "metadata").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable") as err:
-        train_grid(tiny_model, tiny_images, BETAS, _cfg(4), KEY, workdir=tmp_path, progress=False)
+        _train(tiny_model, elbo, tiny_images, _cfg(4), tmp_path)
     assert str(step_dir) in str(err.value)
 
 

@@ -7,9 +7,12 @@ import io
 import numpy as np
 import pytest
 
-from vaerob_jax.train import METRIC_COLUMNS, MetricsLog, ProgressReporter, read_metrics
+from vaerob_jax.train import MetricsLog, ProgressReporter, read_metrics
 from vaerob_jax.train import plots as plots_module
 from vaerob_jax.train import progress as progress_module
+
+METRICS = ("loss", "recon", "kl")
+GRID = {"beta": [1.0, 5.0], "seed": [0, 0]}
 
 
 def _metrics(step: int, k: int = 2) -> dict[str, np.ndarray]:
@@ -19,26 +22,37 @@ def _metrics(step: int, k: int = 2) -> dict[str, np.ndarray]:
 
 def test_metrics_log_is_tidy_and_resume_drops_later_rows(tmp_path):
     path = tmp_path / "metrics.csv"
-    log = MetricsLog(path, [1.0, 5.0], [0.0, 0.0], [0, 0])
+    log = MetricsLog(path, GRID, METRICS)
     for s in (1, 2, 3):
         log.append(s, _metrics(s), elapsed_s=float(s))
     m = read_metrics(path)
-    assert tuple(m) == METRIC_COLUMNS
+    assert tuple(m) == ("step", "model", "beta", "seed", *METRICS, "elapsed_s")
     np.testing.assert_array_equal(m["step"], [1, 1, 2, 2, 3, 3])
     np.testing.assert_array_equal(m["model"], [0, 1] * 3)
     np.testing.assert_array_equal(m["beta"], [1.0, 5.0] * 3)
+    assert m["seed"].dtype == np.int64
     np.testing.assert_array_equal(m["loss"], [10, 11, 20, 21, 30, 31])
 
-    resumed = MetricsLog(path, [1.0, 5.0], [0.0, 0.0], [0, 0], resume_step=2)
+    resumed = MetricsLog(path, GRID, METRICS, resume_step=2)
     assert resumed.elapsed_offset == 2.0  # elapsed time continues from the checkpoint
     resumed.append(3, _metrics(3), elapsed_s=0.5)
     m = read_metrics(path)
     np.testing.assert_array_equal(m["step"], [1, 1, 2, 2, 3, 3])
     np.testing.assert_allclose(m["elapsed_s"][-1], 2.5)
 
-    fresh = MetricsLog(path, [1.0], [0.0], [0], resume_step=0)  # a new run replaces the file
-    fresh.append(1, _metrics(1, k=1), 0.0)
-    assert read_metrics(path)["step"].tolist() == [1]
+    # Resuming with a grid that also names τ (same run): old rows get τ by model index.
+    wider = MetricsLog(path, {"beta": [1.0, 5.0], "tau": [0.0, 0.5], "seed": [0, 0]}, METRICS, 3)
+    m = read_metrics(path)
+    assert tuple(m)[:5] == ("step", "model", "beta", "tau", "seed")
+    np.testing.assert_array_equal(m["tau"], [0.0, 0.5] * 3)
+    np.testing.assert_array_equal(m["loss"], [10, 11, 20, 21, 30, 31])
+    assert wider.columns == tuple(m)
+
+    fresh = MetricsLog(path, {"seed": [0]}, ["loss", "error"])  # a new run replaces the file
+    fresh.append(1, {"loss": np.array([0.7]), "error": np.array([0.25])}, 0.0)
+    m = read_metrics(path)
+    assert tuple(m) == ("step", "model", "seed", "loss", "error", "elapsed_s")
+    assert m["step"].tolist() == [1] and m["error"].tolist() == [0.25]
 
 
 def test_progress_lines_report_eta(monkeypatch):
@@ -65,7 +79,7 @@ def test_progress_disabled_is_silent():
 
 
 def test_loss_curve_figure_has_one_line_per_model(tmp_path):
-    log = MetricsLog(tmp_path / "m.csv", [1.0, 10.0], [0.0, 0.0], [0, 0])
+    log = MetricsLog(tmp_path / "m.csv", {"beta": [1.0, 10.0], "seed": [0, 0]}, METRICS)
     for s in (1, 2, 3):
         log.append(s, _metrics(s), elapsed_s=0.0)
     figure = plots_module._loss_figure(read_metrics(tmp_path / "m.csv"), None)
@@ -83,5 +97,6 @@ def test_loss_curve_figure_has_one_line_per_model(tmp_path):
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["β=1", "β=10"]
     out = plots_module.plot_loss_curves(tmp_path / "m.csv", tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = {c: np.zeros(0) for c in ("step", "model", "beta", "loss", "elapsed_s")}
     with pytest.raises(ValueError, match="no metrics"):
-        plots_module.plot_loss_curves({c: np.zeros(0) for c in METRIC_COLUMNS}, tmp_path / "x.png")
+        plots_module.plot_loss_curves(empty, tmp_path / "x.png")

@@ -3,10 +3,10 @@
 Subpackages (each re-exports its public names with ``__all__``):
   data        datasets, intersectional subgroups, seeded samplers
   models      VAEs and classifiers as pure functions over params pytrees
-  objectives  per-example training losses (β-VAE, Eq. 2 of 000)
+  objectives  batch-level training losses (β-ELBO, Eq. 2 of 000; cross-entropy; inner steps)
   attacks     composable, vmapped maximum-damage attacks (Eq. 4 of 000, Eq. 5 of 001)
   robustness  Δc, summaries, neighbourhoods, r-robustness, Jacobian bounds, margins (001)
-  train       grid training of model stacks, checkpoints
+  train       one grid trainer for every model family, checkpoints, metrics
   sweeps      resumable grid execution, tidy tables
   report      figures and Markdown reports
   studies     end-to-end studies behind ``vaerob subgroups`` and ``vaerob margins``

@@ -1,11 +1,13 @@
 """``vaerob train``: train a β grid of VAEs on one dataset in one compiled program.
 
 Writes to ``--out``: ``config.json`` (everything needed to rerun), ``checkpoints/`` (orbax,
-resumed on a rerun with the same arguments), ``metrics.csv`` (tidy: step, model, beta, loss,
-recon, kl, ...), ``grid.json`` and ``loss_curves.png``.
+resumed on a rerun with the same arguments), ``metrics.csv`` (tidy: step, model, beta,
+[tau,] seed, loss, recon, kl, elapsed_s), ``grid.json`` and ``loss_curves.png``.
+Flags use the names of the study configs: ``--taus`` (the τ grid of 001 Fig. 7),
+``--train-steps``, ``--learning-rate``.
 
 Example:
-    $ vaerob train --dataset shapes --betas 1,5,10 --steps 500 --batch-size 64 \
+    $ vaerob train --dataset shapes --betas 1,5,10 --train-steps 500 --batch-size 64 \
         --backbone burgess64 --latent-dim 16 --out runs/beta_grid
 """
 
@@ -29,9 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "image_size": None,
     "limit": None,
     "betas": "1,5,10",
-    "sigma_offsets": None,
+    "taus": None,
     "model_seeds": None,
-    "steps": 500,
+    "train_steps": 500,
     "batch_size": 64,
     "learning_rate": 1e-4,
     "backbone": "burgess64",
@@ -63,10 +65,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=d["limit"], help="use at most this many images")
     p.add_argument("--betas", type=float_list, default=float_list(d["betas"]), help="e.g. 1,5,10")
     p.add_argument(
-        "--sigma-offsets", type=float_list, default=d["sigma_offsets"], help="τ grid (001 Fig. 7)"
+        "--taus", type=float_list, default=d["taus"], help="τ grid (001 Fig. 7), e.g. 0,0.5"
     )
     p.add_argument("--model-seeds", type=int_list, default=d["model_seeds"], help="e.g. 0,1,2")
-    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--train-steps", type=int, default=d["train_steps"], help="updates per model")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
     p.add_argument("--backbone", choices=BACKBONES, default=d["backbone"])
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     """Validates everything, loads the data, trains the grid, writes the figure and a summary."""
     import jax
 
-    from vaerob_jax import data
+    from vaerob_jax import data, objectives
     from vaerob_jax.models import make_vae
     from vaerob_jax.train import (
         CheckpointError,
@@ -107,13 +109,22 @@ def run(args: argparse.Namespace) -> int:
 
     parser: argparse.ArgumentParser = args.parser
     # -- validation, before any data loading or training ------------------------------------
+    if args.train_steps < 1:
+        parser.error(f"--train-steps must be >= 1, got {args.train_steps}")
     try:
-        betas_k, taus_k, seeds_k = make_grid(args.betas, args.sigma_offsets, args.model_seeds)
+        axes: dict[str, Any] = {"beta": args.betas}
+        if args.taus is not None:
+            axes["tau"] = args.taus
+        if args.model_seeds is not None:
+            axes["seed"] = args.model_seeds
+        grid = make_grid(axes)
+        for name in ("beta", "tau"):
+            if name in grid and (grid[name] < 0).any():
+                raise ValueError(f"{name} values must be >= 0, got {axes[name]}")
         config = TrainConfig(
-            steps=args.steps,
+            steps=args.train_steps,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
-            kl_reduction=args.kl_reduction,
             checkpoint_every=args.checkpoint_every,
             log_every=args.log_every,
             max_to_keep=args.max_to_keep,
@@ -174,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
             "num_images": int(images.shape[0]),
             "image_shape": list(image_shape),
         },
+        "loss": {"name": "beta_elbo", "kl_reduction": args.kl_reduction},
         "grid": [
-            {"model": k, "beta": float(b), "sigma_offset": float(t), "seed": int(s)}
-            for k, (b, t, s) in enumerate(zip(betas_k, taus_k, seeds_k))
+            {"model": k, **{n: v[k].item() for n, v in grid.items()}}
+            for k in range(len(grid["beta"]))
         ],
     }
     (out / "config.json").write_text(json.dumps(record, indent=2))
@@ -184,12 +196,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train_grid(
             model,
+            objectives.beta_elbo(model, args.kl_reduction),
             images,
-            args.betas,
+            grid,
             config,
             jax.random.key(args.seed),
-            seeds=args.model_seeds,
-            sigma_offsets=args.sigma_offsets,
             workdir=out,
             progress=not args.quiet,
         )
@@ -203,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  resumed from the checkpoint at step {result.resumed_from}")
     if result.history["step"].size:
         last = result.history
-        for row in result.grid():
-            k = row["model"]
+        for row in result.rows():
+            k = row.pop("model")
+            values = " ".join(f"{n}={v:g}" for n, v in row.items())
             print(
-                f"  model {k}: beta={row['beta']:g} sigma_offset={row['sigma_offset']:g} "
-                f"seed={row['seed']}  loss={last['loss'][-1, k]:.4g} "
+                f"  model {k}: {values}  loss={last['loss'][-1, k]:.4g} "
                 f"recon={last['recon'][-1, k]:.4g} kl={last['kl'][-1, k]:.4g}"
             )
     print(f"  checkpoints:  {out / 'checkpoints'}")

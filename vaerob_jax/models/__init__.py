@@ -14,7 +14,6 @@ from vaerob_jax.models.classifier import (
     accuracy_by_group,
     make_classifier,
     predict,
-    train_classifier,
 )
 from vaerob_jax.models.dae import DeterministicAE, make_dae
 from vaerob_jax.models.distributions import DiagGaussian
@@ -47,5 +46,4 @@ __all__ = [
     "make_hierarchical",
     "make_vae",
     "predict",
-    "train_classifier",
 ]

@@ -8,10 +8,14 @@ layers) sized to train on 64×64×3 on a CPU, with the same pure-function interf
 
 The public code of 000 applied softmax twice (softmax of the softmax probabilities), which
 flattens the probabilities; :meth:`Classifier.predict_proba` applies it once.
+Classifiers train through the one grid trainer with the cross-entropy batch loss.
 
 Example:
     >>> clf = make_classifier((64, 64, 3), num_classes=2)
-    >>> params = train_classifier(clf, images, labels, key, steps=2000, batch_size=64)
+    >>> res = train.train_grid(clf, objectives.cross_entropy(clf),
+    ...                        {"x": images, "label": labels}, {},
+    ...                        train.TrainConfig(steps=2000, batch_size=64), key)
+    >>> params = jax.tree.map(lambda a: a[0], res.params)   # the grid's one model
     >>> accuracy(clf, params, images_test, labels_test)
     >>> accuracy_by_group(clf, params, recon, labels, ds.subgroup_ids, names=ds.subgroup_names)
 """
@@ -27,7 +31,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vaerob_jax.models.protocol import as_batch
 
@@ -39,7 +42,6 @@ __all__ = [
     "accuracy_by_group",
     "make_classifier",
     "predict",
-    "train_classifier",
 ]
 
 
@@ -158,69 +160,6 @@ def _check_data(clf: Classifier, images: Any, labels: Any) -> tuple[jax.Array, j
             f"labels must lie in [0, {clf.num_classes}), got range [{y.min()}, {y.max()}]"
         )
     return x, jnp.asarray(y, dtype=jnp.int32)
-
-
-def _loss(clf: Classifier, params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-    logits = clf.logits(params, x)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-
-def train_classifier(
-    clf: Classifier,
-    images: Any,
-    labels: Any,
-    key: jax.Array,
-    steps: int,
-    batch_size: int,
-    lr: float = 1e-4,
-) -> Params:
-    """Trains the classifier with Adam on mean softmax cross-entropy (000: Adam, lr 1e-4).
-
-    The step is jit-compiled once and driven from Python (faster than ``fori_loop`` on CPU,
-    ENVIRONMENT_NOTES); the images stay on device and are passed as an argument, not baked
-    into the trace. Batch ``t`` is drawn uniformly with replacement using
-    ``fold_in(key, t)``, so a run is a pure function of ``key`` and ``steps``.
-
-    Args:
-      clf: the classifier.
-      images: ``(N, H, W, C)`` in [0, 1].
-      labels: ``(N,)`` integer class ids in ``[0, num_classes)``.
-      key: PRNG key (init and batches).
-      steps: number of optimiser steps.
-      batch_size: examples per step.
-      lr: Adam learning rate.
-
-    Returns:
-      Trained params.
-    """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    x, y = _check_data(clf, images, labels)
-    k_init, k_batch = jax.random.split(key)
-    params = clf.init(k_init)
-    opt_state = _ADAM.init(params)
-    lr_arr = jnp.asarray(lr, jnp.float32)
-    for t in range(steps):
-        params, opt_state, _ = _train_step(
-            clf, batch_size, params, opt_state, x, y, k_batch, jnp.asarray(t), lr_arr
-        )
-    return params
-
-
-# Adam's moment estimates without the learning rate; the rate is applied in the step as an
-# array argument so a new lr (or a new call) reuses the compiled step.
-_ADAM = optax.scale_by_adam()
-
-
-@functools.partial(jax.jit, static_argnames=("clf", "batch_size"))
-def _train_step(clf, batch_size, params, opt_state, x, y, key, t, lr):
-    idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, x.shape[0])
-    loss, grads = jax.value_and_grad(functools.partial(_loss, clf))(params, x[idx], y[idx])
-    direction, opt_state = _ADAM.update(grads, opt_state, params)
-    params = jax.tree.map(lambda p, d: p - lr * d, params, direction)
-    return params, opt_state, loss
 
 
 @functools.partial(jax.jit, static_argnames=("clf",))

@@ -14,7 +14,9 @@ Losses are batch-level because 002's total-correlation estimators, 003's sorted-
 and 004's group-loss penalty need the whole minibatch; a per-example loss is lifted with
 :func:`per_example_mean`. ``required`` names the hyperparameters the grid must give;
 ``defaults`` fills the optional ones; ``batch_keys`` the batch entries the loss reads. The
-``name`` and ``options`` enter checkpoint fingerprints (:meth:`BatchLoss.spec`).
+``name`` and ``options`` enter checkpoint fingerprints (:meth:`BatchLoss.spec`). An optional
+``validate`` hook checks grid values and data on the host (β >= 0, labels in range, ...), so a
+bad value raises a ValueError before anything is compiled.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["BatchLoss", "per_example_mean"]
 
 LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array, Mapping[str, jax.Array]], Any]
+# (grid values by name, each (K,); data entries by name, each with leading N) -> None or raise.
+Validator = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], None]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,6 +47,7 @@ class BatchLoss:
       defaults: ``(name, value)`` pairs for optional hyperparameters.
       batch_keys: entries of the batch the loss reads.
       options: static settings, ``(name, value)`` pairs, recorded in fingerprints.
+      validate: optional host-side check of grid values and data (raises ValueError).
     """
 
     fn: LossFn
@@ -50,6 +56,7 @@ class BatchLoss:
     defaults: tuple[tuple[str, float], ...] = ()
     batch_keys: tuple[str, ...] = ("x",)
     options: tuple[tuple[str, Any], ...] = ()
+    validate: Validator | None = None
 
     @property
     def hyperparameters(self) -> tuple[str, ...]:
@@ -87,6 +94,16 @@ class BatchLoss:
                 f"loss {self.name!r} reads batch entries {absent}; the data gives "
                 f"{sorted(set(batch_names))}"
             )
+
+    def check_values(self, grid: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> None:
+        """Runs the ``validate`` hook on the grid's values and the data (host, before compiling).
+
+        Args:
+          grid: hyperparameter values by name, one entry per model ((K,) arrays).
+          data: the training data by name, each with a leading axis N.
+        """
+        if self.validate is not None:
+            self.validate(grid, data)
 
 
 def per_example_mean(

@@ -12,10 +12,13 @@ recon + β · KL_sum / (batch_size · latent_dim).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vaerob_jax.models.distributions import DiagGaussian
 from vaerob_jax.models.vae import VAE
@@ -72,12 +75,30 @@ def beta_vae_loss(
 def beta_elbo(model: VAE, kl_reduction: str = "sum") -> BatchLoss:
     """The batch mean of :func:`beta_vae_loss`, as a :class:`BatchLoss` for the grid trainer.
 
-    Hyperparameters: ``beta`` (required), ``tau`` (default 0). Example i of the batch draws its
-    latent noise from ``jax.random.split(key, B)[i]``. Aux: batch means of 'recon' and 'kl'.
+    Hyperparameters: ``beta`` (required), ``tau`` (default 0), both checked >= 0 before
+    training. Example i of the batch draws its latent noise from ``jax.random.split(key, B)[i]``.
+    Aux: batch means of 'recon' and 'kl'.
+
+    The same (model, kl_reduction) gives the same loss object, so the trainer's compiled step
+    (cached per loss) is reused by every grid trained with it.
     """
     if kl_reduction not in KL_REDUCTIONS:
         raise ValueError(f"unknown kl_reduction {kl_reduction!r}; choose one of {KL_REDUCTIONS}")
+    return _beta_elbo(model, kl_reduction)
 
+
+def _nonnegative(*names: str):
+    def validate(grid: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> None:
+        del data
+        for name in names:
+            if name in grid and np.any(np.asarray(grid[name]) < 0):
+                raise ValueError(f"{name} must be >= 0, got {np.asarray(grid[name]).tolist()}")
+
+    return validate
+
+
+@functools.lru_cache(maxsize=64)
+def _beta_elbo(model: VAE, kl_reduction: str) -> BatchLoss:
     def fn(params, batch, key, hp):
         xs = batch["x"]
         size = xs.shape[0]
@@ -104,4 +125,5 @@ def beta_elbo(model: VAE, kl_reduction: str = "sum") -> BatchLoss:
         required=("beta",),
         defaults=(("tau", 0.0),),
         options=(("kl_reduction", kl_reduction), ("model", model.spec())),
+        validate=_nonnegative("beta", "tau"),
     )

@@ -9,7 +9,7 @@ Frobenius norm is computed exactly from ``latent_dim`` vector-Jacobian products 
 pass with a batch of ``d`` one-hot cotangents); ``jacfwd`` over image pixels would need one
 forward pass per pixel (~250x slower on 64x64x3) and is never used.
 
-All functions are per example, pure, vmappable and jittable; ``r`` and ``sigma_offset`` are
+All functions are per example, pure, vmappable and jittable; ``r`` and ``tau`` are
 array arguments.
 """
 
@@ -141,7 +141,7 @@ def theorem1_bound(
     r: jax.Array | float,
     key: jax.Array,
     n_samples: int,
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
     clip_p: bool = True,
     m: jax.Array | float = 0.5,
 ) -> dict[str, jax.Array]:
@@ -169,7 +169,7 @@ def theorem1_bound(
       r: output radius > 0 (any array shape; the bound broadcasts over it).
       key: PRNG key for the Monte-Carlo p.
       n_samples: number of encoder-noise draws (static, >= 1).
-      sigma_offset: tau (001 Fig. 7), >= 0.
+      tau: the encoder-std offset τ of 001 Fig. 7, >= 0.
       clip_p: cap p at 1 - 1/(2n) before the probit (see above).
       m: the robustness level in (0, 1); 0.5 is Theorem 1's.
 
@@ -180,10 +180,10 @@ def theorem1_bound(
     """
     n_samples = _check_count("n_samples", n_samples)
     _check_positive("r", r)
-    _check_nonnegative("sigma_offset", sigma_offset)
+    _check_nonnegative("tau", tau)
     _check_finite("x", x)
     _check_level("m", m)
-    return _bound_jit(model, params, x, r, key, n_samples, sigma_offset, clip_p, m)
+    return _bound_jit(model, params, x, r, key, n_samples, tau, clip_p, m)
 
 
 def _bound(
@@ -193,13 +193,13 @@ def _bound(
     r: jax.Array | float,
     key: jax.Array,
     n_samples: int,
-    sigma_offset: jax.Array | float,
+    tau: jax.Array | float,
     clip_p: bool,
     m: jax.Array | float = 0.5,
 ) -> dict[str, jax.Array]:
-    sigma_min = jnp.min(model.posterior(params, x).std + sigma_offset)
+    sigma_min = jnp.min(model.posterior(params, x).std + tau)
     jac_fro = _fro(model, params, x)
-    norms = deviation_norms(model, params, x, key, n_samples, sigma_offset)
+    norms = deviation_norms(model, params, x, key, n_samples, tau)
     p, se = _p_and_se(norms, r)
     p_used = jnp.minimum(p, 1.0 - 0.5 / n_samples) if clip_p else p
     defined = p > m

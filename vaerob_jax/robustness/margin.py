@@ -104,13 +104,13 @@ def _robust_p(
     n_samples: int,
     n_starts: int,
     apply_to: str,
-    sigma_offset: jax.Array,
+    tau: jax.Array,
 ) -> jax.Array:
     """min over attack starts of p_hat(||Delta(x, delta_s)||_2 <= r), delta_s = attack at radius."""
 
     def one_start(s: jax.Array) -> jax.Array:
         delta = attack_fn(params, x, radius, jax.random.fold_in(k_attack, s))
-        norms = deviation_norms(model, params, x, k_mc, n_samples, sigma_offset, delta, apply_to)
+        norms = deviation_norms(model, params, x, k_mc, n_samples, tau, delta, apply_to)
         return jnp.mean((norms <= r).astype(norms.dtype))
 
     return jnp.min(jax.vmap(one_start)(jnp.arange(n_starts)))
@@ -131,18 +131,18 @@ def _margin_one(
     key: jax.Array,
     m: jax.Array,
     r_max: jax.Array,
-    sigma_offset: jax.Array,
+    tau: jax.Array,
 ) -> dict[str, jax.Array]:
     k_mc = jax.random.fold_in(key, 0)
     k_attack = jax.random.fold_in(key, 1)
-    clean = deviation_norms(model, params, x, k_mc, n_samples, sigma_offset)
+    clean = deviation_norms(model, params, x, k_mc, n_samples, tau)
     p_clean = jnp.mean((clean <= r).astype(clean.dtype))
     robust_clean = p_clean > m
 
     def p_at(radius: jax.Array) -> jax.Array:
         return _robust_p(
             model, params, x, r, radius, k_mc, k_attack, attack_fn, n_samples, n_starts,
-            apply_to, sigma_offset,
+            apply_to, tau,
         )  # fmt: skip
 
     inf = jnp.asarray(jnp.inf, clean.dtype)
@@ -216,10 +216,10 @@ def make_margin_estimator(
 ) -> Callable[..., dict[str, jax.Array]]:
     """Builds a jitted, batched estimator of 001's margin R^r_X(x) (Eq. 3) for a fixed model.
 
-    Returns ``estimate(params, xs, r, key, m=0.5, r_max=10.0, sigma_offset=0.0) -> dict``
+    Returns ``estimate(params, xs, r, key, m=0.5, r_max=10.0, tau=0.0) -> dict``
     where ``xs`` is a batch ``(N, *x_shape)``, ``r`` a scalar or ``(N,)`` output radius, and
     example ``i`` uses ``jax.random.fold_in(key, i)``. ``r``, ``m``, ``r_max`` and
-    ``sigma_offset`` are array arguments: new values never recompile.
+    ``tau`` are array arguments: new values never recompile.
 
     Args:
       model: the VAE (models contract).
@@ -250,17 +250,17 @@ def make_margin_estimator(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     scan_radii = _scan_grid(method, scan_step, scan_max)
 
-    def one(params, x, r, key, m, r_max, sigma_offset):
+    def one(params, x, r, key, m, r_max, tau):
         return _margin_one(
             model, attack_fn, n_samples, n_iter, n_starts, method, scan_radii, apply_to,
-            params, x, r, key, m, r_max, sigma_offset,
+            params, x, r, key, m, r_max, tau,
         )  # fmt: skip
 
     @jax.jit
-    def batched(params, xs, r, key, m, r_max, sigma_offset):
+    def batched(params, xs, r, key, m, r_max, tau):
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(xs.shape[0]))
         return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None))(
-            params, xs, r, keys, m, r_max, sigma_offset
+            params, xs, r, keys, m, r_max, tau
         )
 
     def estimate(
@@ -270,7 +270,7 @@ def make_margin_estimator(
         key: jax.Array,
         m: jax.Array | float = 0.5,
         r_max: jax.Array | float = 10.0,
-        sigma_offset: jax.Array | float = 0.0,
+        tau: jax.Array | float = 0.0,
     ) -> dict[str, jax.Array]:
         xs = jnp.asarray(xs)
         if xs.ndim < 1 or xs.shape[0] == 0:
@@ -279,7 +279,7 @@ def make_margin_estimator(
         _check_positive("r", r)
         _check_level("m", m)
         _check_positive("r_max", r_max)
-        _check_nonnegative("sigma_offset", sigma_offset)
+        _check_nonnegative("tau", tau)
         r_arr = jnp.asarray(r, xs.dtype)
         if r_arr.ndim > 1 or (r_arr.ndim == 1 and r_arr.shape[0] != xs.shape[0]):
             raise ValueError(
@@ -293,7 +293,7 @@ def make_margin_estimator(
             key,
             jnp.asarray(m, xs.dtype),
             jnp.asarray(r_max, xs.dtype),
-            jnp.asarray(sigma_offset, xs.dtype),
+            jnp.asarray(tau, xs.dtype),
         )
 
     return estimate
@@ -316,7 +316,7 @@ def estimate_margin(
     scan_step: float = 0.5,
     scan_max: float = 10.0,
     apply_to: str = "mean",
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
 ) -> dict[str, jax.Array]:
     """Margin R^r_X(x) of 001 Eq. 3 for ONE example; pure, jitted, vmappable.
 
@@ -334,13 +334,13 @@ def estimate_margin(
     _check_positive("r", r)
     _check_level("m", m)
     _check_positive("r_max", r_max)
-    _check_nonnegative("sigma_offset", sigma_offset)
+    _check_nonnegative("tau", tau)
     scan_radii = _scan_grid(method, scan_step, scan_max)
     x = jnp.asarray(x)
     return _margin_one_jit(
         model, attack_fn, n_samples, n_iter, n_starts, method, scan_radii, apply_to,
         params, x, jnp.asarray(r, x.dtype), key, jnp.asarray(m, x.dtype),
-        jnp.asarray(r_max, x.dtype), jnp.asarray(sigma_offset, x.dtype),
+        jnp.asarray(r_max, x.dtype), jnp.asarray(tau, x.dtype),
     )  # fmt: skip
 
 
@@ -460,7 +460,7 @@ def linear_true_margin(
     params: Params,
     r: float,
     m: float = 0.5,
-    sigma_offset: float = 0.0,
+    tau: float = 0.0,
     n_bisect: int = 40,
 ) -> float:
     """The exact margin R* of 001 Eq. 3 for :class:`LinearGaussianVAE` (see its docstring).
@@ -475,7 +475,7 @@ def linear_true_margin(
     w = np.asarray(params["W"], dtype=np.float64)
     if not np.allclose(w.T @ w, np.eye(w.shape[1]), atol=1e-5):
         raise ValueError("linear_true_margin needs orthonormal decoder columns (W^T W = I)")
-    sigma = float(np.exp(0.5 * logvar[0]) + sigma_offset)
+    sigma = float(np.exp(0.5 * logvar[0]) + tau)
     dim = int(logvar.shape[0])
     s_max = float(np.linalg.svd(np.asarray(params["A"], dtype=np.float64), compute_uv=False)[0])
     if float(shifted_ball_probability(0.0, sigma, r, dim)) <= m:

@@ -9,10 +9,10 @@ reconstruction ``g(mu(x))`` more often than not (Definition 3.1, generalised to 
     r-robust  <=>   p(||Delta||_2 <= r) > m,   m = 0.5 in the paper       (Eq. 2, Eq. 3)
 
 with ``eta ~ N(0, I)`` and ``g`` the decoder mean. ``sigma`` includes the constant offset
-``tau`` (``sigma_offset``) of 001 Fig. 7, exactly as ``DiagGaussian.sample`` applies it.
+``tau`` of 001 Fig. 7, exactly as ``DiagGaussian.sample`` applies it.
 
 Every function here is written for ONE example, is pure in ``(params, x, key)`` and can be
-``jax.vmap``-ed over examples and ``jax.jit``-ed; ``r``, ``m`` and ``sigma_offset`` are array
+``jax.vmap``-ed over examples and ``jax.jit``-ed; ``r``, ``m`` and ``tau`` are array
 arguments, so a grid of them never recompiles. Sample counts are static (they set shapes).
 The same ``key`` gives the same ``eta`` draws whatever ``delta`` is (common random numbers),
 so p(r) curves over perturbation radii are smooth and searches over radii are repeatable.
@@ -94,7 +94,7 @@ def deviation_norms(
     x: jax.Array,
     key: jax.Array,
     n_samples: int,
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
     delta: jax.Array | None = None,
     apply_to: str = "mean",
 ) -> jax.Array:
@@ -112,7 +112,7 @@ def deviation_norms(
       key: PRNG key; sample ``i`` uses ``jax.random.split(key, n_samples)[i]`` whatever
         ``delta`` is (common random numbers across perturbations).
       n_samples: number of encoder-noise draws eta (static).
-      sigma_offset: tau added to the encoder standard deviation (001 Fig. 7).
+      tau: τ added to the encoder standard deviation (001 Fig. 7).
       delta: optional input perturbation, same shape as ``x``.
       apply_to: 'mean', 'sigma' or 'both' (only used with ``delta``).
 
@@ -130,7 +130,7 @@ def deviation_norms(
             logvar_s = q_p.logvar
     q_s = DiagGaussian(mu_s, logvar_s)
     keys = jax.random.split(key, n_samples)
-    zs = jax.vmap(lambda k: q_s.sample(k, sigma_offset))(keys)
+    zs = jax.vmap(lambda k: q_s.sample(k, tau))(keys)
     outs = jax.vmap(lambda z: model.decode(params, z))(zs)
     return jax.vmap(lambda o: jnp.sqrt(_sq_norm(o - center)))(outs)
 
@@ -155,7 +155,7 @@ def p_r_robust(
     r: jax.Array | float,
     key: jax.Array,
     n_samples: int,
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """Monte-Carlo estimate of p(||Delta(x)||_2 <= r) under encoder noise (Eq. 1-2 of 001).
 
@@ -166,7 +166,7 @@ def p_r_robust(
         the same draws are compared against every r).
       key: PRNG key for the eta draws.
       n_samples: number of draws (static, >= 1).
-      sigma_offset: tau added to the encoder standard deviation (001 Fig. 7).
+      tau: τ added to the encoder standard deviation (001 Fig. 7).
 
     Returns:
       ``(p_hat, std_err)``, both of ``r``'s shape; ``std_err = sqrt(p(1-p)/n)``.
@@ -176,9 +176,9 @@ def p_r_robust(
     """
     n_samples = _check_count("n_samples", n_samples)
     _check_positive("r", r)
-    _check_nonnegative("sigma_offset", sigma_offset)
+    _check_nonnegative("tau", tau)
     _check_finite("x", x)
-    norms = _norms_jit(model, params, x, key, n_samples, sigma_offset)
+    norms = _norms_jit(model, params, x, key, n_samples, tau)
     return _p_and_se(norms, r)
 
 
@@ -190,14 +190,14 @@ def r_robust(
     key: jax.Array,
     n_samples: int,
     m: jax.Array | float = 0.5,
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
 ) -> jax.Array:
     """Boolean r-robustness to encoder noise, p_hat(||Delta(x)||_2 <= r) > m (Eq. 2 of 001).
 
     ``m = 0.5`` is Definition 3.1; other levels are its generalisation (1 - m = allowed risk).
     """
     _check_level("m", m)
-    p, _ = p_r_robust(model, params, x, r, key, n_samples, sigma_offset)
+    p, _ = p_r_robust(model, params, x, r, key, n_samples, tau)
     return p > m
 
 
@@ -208,7 +208,7 @@ def min_r_for_level(
     key: jax.Array,
     n_samples: int,
     m: jax.Array | float = 0.5,
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
 ) -> jax.Array:
     """Smallest r with p_hat(||Delta(x)||_2 <= r) >= m: the empirical m-quantile of the norms.
 
@@ -218,7 +218,7 @@ def min_r_for_level(
     for a strict ``p > m``; its infimum over r is the same population quantile.)
 
     Args:
-      model, params, x, key, n_samples, sigma_offset: as in :func:`p_r_robust`.
+      model, params, x, key, n_samples, tau: as in :func:`p_r_robust`.
       m: level in (0, 1), any array shape (0.5 = Definition 3.1).
 
     Returns:
@@ -226,9 +226,9 @@ def min_r_for_level(
     """
     n_samples = _check_count("n_samples", n_samples)
     _check_level("m", m)
-    _check_nonnegative("sigma_offset", sigma_offset)
+    _check_nonnegative("tau", tau)
     _check_finite("x", x)
-    norms = jnp.sort(_norms_jit(model, params, x, key, n_samples, sigma_offset))
+    norms = jnp.sort(_norms_jit(model, params, x, key, n_samples, tau))
     m = jnp.asarray(m, norms.dtype)
     # small tolerance so e.g. m*n = 20.000002 in float32 still selects the 20th norm
     k = jnp.ceil(m * n_samples - 1e-4).astype(jnp.int32) - 1
@@ -244,7 +244,7 @@ def p_r_under_perturbation(
     key: jax.Array,
     n_samples: int,
     apply_to: str = "mean",
-    sigma_offset: jax.Array | float = 0.0,
+    tau: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """Monte-Carlo p(||Delta(x, delta)||_2 <= r) for a perturbed input (§3.2.2, Eq. 3 of 001).
 
@@ -260,7 +260,7 @@ def p_r_under_perturbation(
       key: PRNG key; the same key gives the same eta draws for every ``delta``.
       n_samples: number of draws (static, >= 1).
       apply_to: 'mean' (default), 'sigma' or 'both'.
-      sigma_offset: tau of 001 Fig. 7.
+      tau: τ of 001 Fig. 7.
 
     Returns:
       ``(p_hat, std_err)`` of ``r``'s shape.
@@ -268,10 +268,10 @@ def p_r_under_perturbation(
     n_samples = _check_count("n_samples", n_samples)
     _check_apply_to(apply_to)
     _check_positive("r", r)
-    _check_nonnegative("sigma_offset", sigma_offset)
+    _check_nonnegative("tau", tau)
     _check_finite("x", x)
     _check_finite("delta", delta)
-    norms = _norms_jit(model, params, x, key, n_samples, sigma_offset, delta, apply_to)
+    norms = _norms_jit(model, params, x, key, n_samples, tau, delta, apply_to)
     return _p_and_se(norms, r)
 
 

@@ -58,15 +58,15 @@ def canonical_grid(config: Any, axes: tuple[str, ...]) -> Any:
 
 
 def train_config_for(config: Any) -> Any:
-    """The TrainConfig of a study config (fields train_steps, batch_size, learning_rate,
-    kl_reduction); checkpoints four times per run."""
+    """The TrainConfig of a study config (fields train_steps, batch_size, learning_rate);
+    checkpoints four times per run. The study's kl_reduction goes to its loss
+    (``objectives.beta_elbo(model, config.kl_reduction)``)."""
     from vaerob_jax.train import TrainConfig
 
     return TrainConfig(
         steps=config.train_steps,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        kl_reduction=config.kl_reduction,
         checkpoint_every=max(1, config.train_steps // 4),
         log_every=max(1, config.train_steps // 50),
     )

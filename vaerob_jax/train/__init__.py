@@ -1,28 +1,26 @@
-"""Training: grid training of β-VAE stacks in one compiled program, checkpoints, metrics.
+"""Training: one grid trainer for every model family, checkpoints, metrics.
 
 Example:
-    >>> from vaerob_jax.train import TrainConfig, train_grid
-    >>> res = train_grid(model, images, betas=[1.0, 5.0, 10.0],
-    ...                  config=TrainConfig(steps=500), key=jax.random.key(0), workdir="run")
+    >>> from vaerob_jax import objectives
+    >>> from vaerob_jax.train import TrainConfig, make_grid, train_grid
+    >>> res = train_grid(model, objectives.beta_elbo(model), images,
+    ...                  make_grid({"beta": [1.0, 5.0, 10.0]}), TrainConfig(steps=500),
+    ...                  jax.random.key(0), workdir="run")
 """
 
 from vaerob_jax.train.checkpoint import CheckpointError, GridCheckpointer, load_params, save_params
-from vaerob_jax.train.config import MODEL_AXES, TrainConfig
-from vaerob_jax.train.grid import (
-    TrainResult,
-    batch_indices,
-    grid_fingerprint,
-    make_grid,
-    resolve_model_axis,
-    train_grid,
-    train_step_traces,
-)
+from vaerob_jax.train.config import BATCH_SAMPLINGS, MODEL_AXES, OPTIMIZERS, TrainConfig
+from vaerob_jax.train.fingerprint import grid_fingerprint
+from vaerob_jax.train.grid import batch_indices, make_grid
 from vaerob_jax.train.plots import plot_loss_curves
-from vaerob_jax.train.progress import METRIC_COLUMNS, MetricsLog, ProgressReporter, read_metrics
+from vaerob_jax.train.progress import MetricsLog, ProgressReporter, read_metrics
+from vaerob_jax.train.steps import resolve_model_axis
+from vaerob_jax.train.trainer import TrainResult, train_grid
 
 __all__ = [
-    "METRIC_COLUMNS",
+    "BATCH_SAMPLINGS",
     "MODEL_AXES",
+    "OPTIMIZERS",
     "CheckpointError",
     "GridCheckpointer",
     "MetricsLog",
@@ -38,5 +36,4 @@ __all__ = [
     "resolve_model_axis",
     "save_params",
     "train_grid",
-    "train_step_traces",
 ]

@@ -1,8 +1,11 @@
 """Training configuration: a small frozen dataclass validated on construction.
 
-The hyperparameters that vary across a grid (β, the σ-offset τ, the model seed) are *not* here:
-they are arguments of :func:`vaerob_jax.train.train_grid` and reach the compiled step as arrays.
-What is here is shared by every model of a grid and fixes the compiled program.
+The hyperparameters that vary across a grid (β, τ, λ, the learning rate, the model seed ...)
+are *not* here: they are the ``grid`` of :func:`vaerob_jax.train.train_grid` and reach the
+compiled step as arrays. What is here is shared by every model of a grid and fixes the
+compiled program (the learning rate here is only the default for grids without a
+'learning_rate' entry). The loss's own settings (e.g. the β-ELBO's KL reduction) belong to the
+loss: ``objectives.beta_elbo(model, kl_reduction)``.
 """
 
 from __future__ import annotations
@@ -10,29 +13,37 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from vaerob_jax.objectives import KL_REDUCTIONS
-
-__all__ = ["MODEL_AXES", "TrainConfig"]
+__all__ = ["BATCH_SAMPLINGS", "MODEL_AXES", "OPTIMIZERS", "TrainConfig"]
 
 MODEL_AXES = ("auto", "vmap", "map", "sequential")
+OPTIMIZERS = ("adam", "sgd")
+BATCH_SAMPLINGS = ("epoch", "replacement")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Settings shared by all models of a training grid.
 
-    Defaults follow the public code of 000 (REFERENCE_NOTES): Adam, lr 1e-4, batch 64, with the
-    paper's Eq. 2 KL reduction ('sum') as default and the reference code's averaged KL
-    ('reference_mean') as an option.
+    Defaults follow the public code of 000 (REFERENCE_NOTES): Adam, lr 1e-4, batch 64, batches
+    drawn without replacement within an epoch.
 
     Attributes:
       steps: total number of optimiser updates per model (a resumed run continues up to here).
-      batch_size: examples per update; batches are drawn without replacement within an epoch.
-      learning_rate: Adam step size (optax.adam).
-      kl_reduction: 'sum' (Eq. 2 of 000) or 'reference_mean' (000's public code).
+      batch_size: examples per update.
+      learning_rate: step size of every model whose grid has no 'learning_rate' entry.
+      optimizer: 'adam' (optax.scale_by_adam, the papers' optimiser) or 'sgd' (plain SGD with
+        optional heavy-ball ``momentum``, PyTorch's ``torch.optim.SGD`` semantics: 004's CIFAR
+        presets use momentum 0.9 and weight decay 5e-4).
+      momentum: SGD momentum (optax.trace decay); must stay 0 with Adam (``adam_b1`` is Adam's).
+      weight_decay: L2 weight decay added to the gradient before the optimiser (coupled, as
+        ``torch.optim.SGD``/``Adam``'s ``weight_decay``); 0 disables it.
+      batch_sampling: 'epoch' (default: epoch permutations, no replacement within an epoch,
+        the last partial batch dropped) or 'replacement' (each batch uniform with replacement,
+        as 000's classifier training did).
       checkpoint_every: save a checkpoint every this many steps (and always at the last step)
         when a workdir is given; 0 saves only at the last step.
-      log_every: append metrics (loss, recon, KL per model) every this many steps.
+      log_every: append metrics (loss and the loss's aux metrics per model) every this many
+        steps.
       max_to_keep: how many checkpoints orbax keeps (older ones are deleted).
       adam_b1, adam_b2, adam_eps: Adam's moment decay rates and epsilon.
       model_axis: how a step runs the K models: 'vmap' (one program, vectorised; convs with
@@ -46,7 +57,10 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64
     learning_rate: float = 1e-4
-    kl_reduction: str = "sum"
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_sampling: str = "epoch"
     checkpoint_every: int = 500
     log_every: int = 50
     max_to_keep: int = 2
@@ -68,14 +82,25 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.learning_rate must be finite and > 0, got {self.learning_rate}"
             )
-        if self.kl_reduction not in KL_REDUCTIONS:
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("batch_sampling", BATCH_SAMPLINGS),
+            ("model_axis", MODEL_AXES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise ValueError(f"TrainConfig.momentum must lie in [0, 1), got {self.momentum}")
+        if self.optimizer == "adam" and self.momentum != 0.0:
             raise ValueError(
-                f"TrainConfig.kl_reduction must be one of {KL_REDUCTIONS}, "
-                f"got {self.kl_reduction!r}"
+                "TrainConfig.momentum applies to optimizer='sgd'; Adam's momentum is adam_b1 "
+                f"(got momentum={self.momentum})"
             )
-        if self.model_axis not in MODEL_AXES:
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
             raise ValueError(
-                f"TrainConfig.model_axis must be one of {MODEL_AXES}, got {self.model_axis!r}"
+                f"TrainConfig.weight_decay must be finite and >= 0, got {self.weight_decay}"
             )
         if not (0.0 <= self.adam_b1 < 1.0 and 0.0 <= self.adam_b2 < 1.0 and self.adam_eps > 0):
             raise ValueError(

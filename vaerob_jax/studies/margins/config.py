@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from vaerob_jax import attacks as atk
+from vaerob_jax import objectives
 from vaerob_jax.data import available_datasets
 from vaerob_jax.robustness import APPLY_TO, MARGIN_METHODS
 from vaerob_jax.studies.common import config_fingerprint
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
-from vaerob_jax.train.grid import make_grid
+from vaerob_jax.train import make_grid
 
 __all__ = [
     "MARGIN_COLUMNS",
@@ -176,9 +177,19 @@ def validate_margin_config(config: MarginStudyConfig) -> None:
         raise ValueError(
             f"unknown dataset {config.dataset!r}; available: {', '.join(available_datasets())}"
         )
-    make_grid(config.betas, config.taus)  # finite, β >= 0, τ >= 0, non-empty
     if len(set(config.betas)) != len(config.betas) or len(set(config.taus)) != len(config.taus):
         raise ValueError(f"betas and taus must not repeat values: {config.betas}, {config.taus}")
+    if len(config.betas) == 0 or len(config.taus) == 0:
+        raise ValueError(f"betas and taus must be non-empty, got {config.betas}, {config.taus}")
+    make_grid({"beta": config.betas, "tau": config.taus})  # finite numbers
+    for name in ("betas", "taus"):
+        if any(float(v) < 0 for v in getattr(config, name)):
+            raise ValueError(f"{name} must be >= 0, got {list(getattr(config, name))}")
+    if config.kl_reduction not in objectives.KL_REDUCTIONS:
+        raise ValueError(
+            f"unknown kl_reduction {config.kl_reduction!r}; choose one of "
+            f"{objectives.KL_REDUCTIONS}"
+        )
     for name in ("r", "r_max"):
         v = float(getattr(config, name))
         if not math.isfinite(v) or v <= 0:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaerob_jax import objectives
 from vaerob_jax.data import Dataset, load, sample_per_subgroup
 from vaerob_jax.models import VAE, make_vae
 from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
@@ -35,7 +36,7 @@ from vaerob_jax.studies.margins.config import (
 )
 from vaerob_jax.studies.runner import CellPlan, StudyRun
 from vaerob_jax.sweeps import GridSpec, ResultStore, read_json
-from vaerob_jax.train import CheckpointError, train_grid
+from vaerob_jax.train import CheckpointError, make_grid, train_grid
 
 __all__ = ["MarginInputs", "MarginStudy", "prepare_margin_inputs"]
 
@@ -155,11 +156,16 @@ class MarginStudy:
         def fit() -> Any:
             return train_grid(
                 inputs.model,
+                objectives.beta_elbo(inputs.model, config.kl_reduction),
                 inputs.train.images,
-                [float(b) for b in config.betas],
+                make_grid(
+                    {
+                        "beta": [float(b) for b in config.betas],
+                        "tau": [float(t) for t in config.taus],
+                    }
+                ),
                 train_cfg,
                 jax.random.key(config.seed),
-                sigma_offsets=[float(t) for t in config.taus],
                 workdir=workdir,
                 progress=run.progress,
             )
@@ -180,7 +186,7 @@ class MarginStudy:
     ) -> CellPlan:
         from vaerob_jax.studies.margins.tables import rows_for_model
 
-        index = {(g["beta"], g["sigma_offset"]): g["model"] for g in trained.grid()}
+        index = {(g["beta"], g["tau"]): g["model"] for g in trained.rows()}
         program = make_margin_program(
             inputs.model,
             n_samples=config.n_samples,

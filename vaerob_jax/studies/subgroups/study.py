@@ -23,15 +23,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax import attacks as atk
+from vaerob_jax import objectives
 from vaerob_jax.data import Dataset, available_datasets, check_eps, load, sample_per_subgroup
-from vaerob_jax.models import VAE, make_classifier, make_vae, predict, train_classifier
+from vaerob_jax.models import VAE, make_classifier, make_vae, predict
 from vaerob_jax.robustness import DEVIATION_KINDS, evaluate_attacks
 from vaerob_jax.studies.common import canonical_grid, study_key, train_config_for
 from vaerob_jax.studies.runner import CellPlan, StudyRun
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
 from vaerob_jax.sweeps import GridSpec, ResultStore
-from vaerob_jax.train import CheckpointError, load_params, save_params, train_grid
-from vaerob_jax.train.grid import make_grid
+from vaerob_jax.train import (
+    CheckpointError,
+    TrainConfig,
+    load_params,
+    make_grid,
+    save_params,
+    train_grid,
+)
 
 __all__ = ["StudyInputs", "SubgroupStudy", "Trained", "prepare_inputs", "validate_config"]
 
@@ -41,6 +48,8 @@ ATTRIBUTE_LEVELS = {"Young": ("age", ("old", "young")), "Male": ("gender", ("wom
 POST_PROCESSING_FIELDS = ("betas", "eps", "n_boot", "n_perm", "knn_k", "n_reference", "tsne_points")
 CLASSIFIER_BATCH = 64
 CLASSIFIER_LR = 1e-3
+# Batches uniform with replacement, as the classifiers were trained before the grid trainer.
+CLASSIFIER_SAMPLING = "replacement"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +79,18 @@ def validate_config(config: SubgroupStudyConfig) -> None:
             f"unknown dataset {config.dataset!r}; available: {', '.join(available_datasets())}"
         )
     check_eps(np.asarray(config.eps, np.float64), name="eps")
-    make_grid(config.betas)  # finite, >= 0, non-empty
+    if len(config.betas) == 0:
+        raise ValueError("betas must be a non-empty sequence")
     if len(set(config.eps)) != len(config.eps) or len(set(config.betas)) != len(config.betas):
         raise ValueError(f"eps and betas must not repeat values: {config.eps}, {config.betas}")
+    make_grid({"beta": config.betas})  # finite numbers
+    if any(float(b) < 0 for b in config.betas):
+        raise ValueError(f"betas must be >= 0, got {list(config.betas)}")
+    if config.kl_reduction not in objectives.KL_REDUCTIONS:
+        raise ValueError(
+            f"unknown kl_reduction {config.kl_reduction!r}; choose one of "
+            f"{objectives.KL_REDUCTIONS}"
+        )
     if config.norm not in atk.NORMS:
         raise ValueError(f"unknown norm {config.norm!r}; choose one of {atk.NORMS}")
     if config.attack_rule not in atk.PGD_RULES:
@@ -147,9 +165,11 @@ def _train_or_load_classifiers(
         images = inputs.train.images
         meta = {
             "attribute": attr,
+            "trainer": "train_grid",
             "steps": config.classifier_steps,
             "batch_size": CLASSIFIER_BATCH,
             "learning_rate": CLASSIFIER_LR,
+            "batch_sampling": CLASSIFIER_SAMPLING,
             "dataset": config.dataset,
             "data_shape": list(images.shape),
             "data_sum": float(np.sum(images, dtype=np.float64)),
@@ -167,16 +187,22 @@ def _train_or_load_classifiers(
         if params is None:
             t0 = time.perf_counter()
             labels = inputs.train.attributes[attr].astype(np.int32)
-            key = study_key(config.seed, f"classifier/{attr}")
-            params = train_classifier(
+            trained = train_grid(
                 clf,
-                images,
-                labels,
-                key,
-                config.classifier_steps,
-                CLASSIFIER_BATCH,
-                lr=CLASSIFIER_LR,
+                objectives.cross_entropy(clf),
+                {"x": images, "label": labels},
+                {},
+                TrainConfig(
+                    steps=config.classifier_steps,
+                    batch_size=CLASSIFIER_BATCH,
+                    learning_rate=CLASSIFIER_LR,
+                    batch_sampling=CLASSIFIER_SAMPLING,
+                    log_every=config.classifier_steps,
+                ),
+                study_key(config.seed, f"classifier/{attr}"),
+                progress=False,
             )
+            params = jax.tree.map(lambda a: a[0], trained.params)
             save_params(folder, params, meta, overwrite=True)
             run.log(f"classifier '{attr}' trained in {time.perf_counter() - t0:.1f}s")
         result[attr] = (clf, params)
@@ -241,8 +267,9 @@ class SubgroupStudy:
         with run.timed("train_vae"):
             trained = train_grid(
                 inputs.model,
+                objectives.beta_elbo(inputs.model, config.kl_reduction),
                 inputs.train.images,
-                betas,
+                {"beta": betas},
                 train_config_for(config),
                 jax.random.key(config.seed),
                 workdir=run.out / "train",
