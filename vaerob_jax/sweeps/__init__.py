@@ -1,5 +1,6 @@
 """Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas)."""
 
+from vaerob_jax.sweeps.digest import bytes_digest, leaf_digests, params_digest, stack_digests
 from vaerob_jax.sweeps.grid import Cell, GridSpec, canonical_value, cell_key, format_value
 from vaerob_jax.sweeps.store import (
     CellResult,
@@ -30,6 +31,7 @@ __all__ = [
     "GridSpec",
     "ResultStore",
     "as_rows",
+    "bytes_digest",
     "atomic_write_bytes",
     "canonical_value",
     "cell_key",
@@ -39,10 +41,13 @@ __all__ = [
     "format_duration",
     "format_value",
     "join_rows",
+    "leaf_digests",
+    "params_digest",
     "read_csv",
     "read_json",
     "require_columns",
     "run_grid",
+    "stack_digests",
     "to_columns",
     "write_csv",
     "write_json",
