@@ -1,14 +1,15 @@
 """Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas)."""
 
+from vaerob_jax.sweeps.checks import NonFiniteResultError, check_finite
 from vaerob_jax.sweeps.digest import bytes_digest, leaf_digests, params_digest, stack_digests
+from vaerob_jax.sweeps.execute import format_duration, run_grid
 from vaerob_jax.sweeps.grid import Cell, GridSpec, canonical_value, cell_key, format_value
 from vaerob_jax.sweeps.store import (
+    CellRecomputeWarning,
     CellResult,
     FingerprintMismatchError,
     ResultStore,
     fingerprint_of,
-    format_duration,
-    run_grid,
 )
 from vaerob_jax.sweeps.tables import (
     as_rows,
@@ -26,14 +27,17 @@ from vaerob_jax.sweeps.tables import (
 
 __all__ = [
     "Cell",
+    "CellRecomputeWarning",
     "CellResult",
     "FingerprintMismatchError",
     "GridSpec",
+    "NonFiniteResultError",
     "ResultStore",
     "as_rows",
     "bytes_digest",
     "atomic_write_bytes",
     "canonical_value",
+    "check_finite",
     "cell_key",
     "columns_of",
     "filter_rows",
