@@ -4,6 +4,13 @@ from vaerob_jax.sweeps.checks import NonFiniteResultError, check_finite
 from vaerob_jax.sweeps.digest import bytes_digest, leaf_digests, params_digest, stack_digests
 from vaerob_jax.sweeps.execute import format_duration, run_grid
 from vaerob_jax.sweeps.grid import Cell, GridSpec, canonical_value, cell_key, format_value
+from vaerob_jax.sweeps.output import (
+    OutputDirError,
+    OutputLock,
+    OutputLockedError,
+    check_output_dir,
+    lock_output,
+)
 from vaerob_jax.sweeps.store import (
     CellRecomputeWarning,
     CellResult,
@@ -32,12 +39,16 @@ __all__ = [
     "FingerprintMismatchError",
     "GridSpec",
     "NonFiniteResultError",
+    "OutputDirError",
+    "OutputLock",
+    "OutputLockedError",
     "ResultStore",
     "as_rows",
     "bytes_digest",
     "atomic_write_bytes",
     "canonical_value",
     "check_finite",
+    "check_output_dir",
     "cell_key",
     "columns_of",
     "filter_rows",
@@ -46,6 +57,7 @@ __all__ = [
     "format_value",
     "join_rows",
     "leaf_digests",
+    "lock_output",
     "params_digest",
     "read_csv",
     "read_json",
