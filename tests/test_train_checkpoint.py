@@ -22,6 +22,7 @@ from vaerob_jax.train import (
     train_grid,
     train_step_traces,
 )
+from vaerob_jax.train.checkpoint import CheckpointCorruptError, CheckpointMismatchError
 
 BETAS = [1.0, 2.0, 3.0]
 KEY = jax.random.key(5)
@@ -216,6 +217,7 @@ def test_bit_rot_in_checkpoint_arrays_is_detected(tmp_path):
     with pytest.raises(CheckpointError) as err:
         ck.restore(_abstract(state), 4)
     msg = str(err.value)
+    assert isinstance(err.value, CheckpointCorruptError)
     assert str(tmp_path / "4") in msg and "checksum" in msg
     assert "delete" in msg.lower() and "step 2" in msg  # the narrow fix: an older step exists
     for wrong in ("different run", "other settings", "fresh"):
@@ -271,9 +273,26 @@ def test_corruption_messages_offer_only_the_narrow_fix(tmp_path):
     with pytest.raises(CheckpointError, match="unreadable") as err:
         ck.restore(_abstract(state))
     msg = str(err.value)
+    assert isinstance(err.value, CheckpointCorruptError)
     assert str(tmp_path / "4") in msg and "delete" in msg.lower()
     assert "fresh" not in msg and "different run" not in msg
     ck.close()
+
+
+def test_settings_mismatch_and_damage_are_different_errors(tmp_path):
+    # The CLI tells them apart: other settings -> another --out; damage -> delete a folder.
+    state = _state(6)
+    ck = GridCheckpointer(tmp_path, {"run": 1, "lr": 0.1})
+    ck.save(4, state)
+    ck.close()
+    ck = GridCheckpointer(tmp_path, {"run": 1, "lr": 0.2})
+    with pytest.raises(
+        CheckpointMismatchError, match=r"different run(.|\n)*lr: checkpoint has 0.1"
+    ):
+        ck.restore(_abstract(state))
+    ck.close()
+    assert not issubclass(CheckpointMismatchError, CheckpointCorruptError)
+    assert issubclass(CheckpointCorruptError, CheckpointError)
 
 
 def test_params_digest_is_stable_and_sensitive(tiny_params):

@@ -1,4 +1,10 @@
-"""Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas)."""
+"""Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas).
+
+``ResultStore`` + ``run_grid`` keep one checksummed result per grid cell, tied to the config
+fingerprint and to the digest of the models it came from (``params_digest``), and never
+commit a non-finite result (see ``vaerob_jax.sweeps.store`` for the guarantees);
+``check_output_dir`` and ``lock_output`` make an output folder safe to run into.
+"""
 
 from vaerob_jax.sweeps.checks import NonFiniteResultError, check_finite
 from vaerob_jax.sweeps.digest import bytes_digest, leaf_digests, params_digest, stack_digests

@@ -177,7 +177,7 @@ class ResultStore:
                 raise FingerprintMismatchError(
                     f"{self.run_path} is damaged ({e}), so it cannot tell which config the "
                     f"results in {self.out_dir} belong to; use another output folder, or "
-                    "pass fresh=True to discard them"
+                    "pass fresh=True (--fresh on the command line) to discard them"
                 ) from e
             old = run.get("fingerprint")
             if old != self.fingerprint:
@@ -190,7 +190,8 @@ class ResultStore:
                 raise FingerprintMismatchError(
                     f"{self.out_dir} holds results of config {old}, this run has config "
                     f"{self.fingerprint} (differing keys: {diff or 'unknown'}). Use another "
-                    "output folder, or pass fresh=True to discard the old results."
+                    "output folder, or pass fresh=True (--fresh on the command line) to "
+                    "discard the old results."
                 )
             run["updated"] = now
         else:

@@ -39,11 +39,30 @@ import orbax.checkpoint as ocp
 
 from vaerob_jax.sweeps.digest import leaf_digests
 
-__all__ = ["CheckpointError", "GridCheckpointer", "load_params", "save_params"]
+__all__ = [
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "GridCheckpointer",
+    "checksum_mismatches",
+    "load_params",
+    "save_params",
+]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used: unreadable/corrupted, or written by a different run."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint was written by a run with other settings (its fingerprint differs)."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """The checkpoint's files are damaged: unreadable, incomplete, or failing their checksums.
+
+    Not a settings problem: the fix is to delete the named step folder (see the message).
+    """
 
 
 _CHECKSUMS_ITEM = "checksums"
@@ -179,13 +198,13 @@ class GridCheckpointer:
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
             )
         except Exception as err:
-            raise CheckpointError(
+            raise CheckpointCorruptError(
                 f"checkpoint {where} is damaged: its run metadata is unreadable "
                 f"({type(err).__name__}: {str(err)[:200]}). " + self._fix(step)
             ) from err
         meta = restored["meta"]
         if not isinstance(meta, Mapping):
-            raise CheckpointError(
+            raise CheckpointCorruptError(
                 f"checkpoint {where} is damaged: its run metadata is malformed "
                 f"({_short(meta)}). " + self._fix(step)
             )
@@ -209,7 +228,7 @@ class GridCheckpointer:
             ):
                 raise ValueError("'leaves' is not a mapping of path to digest")
         except Exception as err:
-            raise CheckpointError(
+            raise CheckpointCorruptError(
                 f"checkpoint {where} is damaged: its checksums are unreadable "
                 f"({type(err).__name__}: {str(err)[:200]}). " + self._fix(step)
             ) from err
@@ -227,9 +246,11 @@ class GridCheckpointer:
           checksums stored at save time.
 
         Raises:
-          CheckpointError: no checkpoint, a fingerprint mismatch, unreadable files, or arrays
-            whose bytes differ from their checksums (the message names the step folder to
-            delete).
+          CheckpointMismatchError: the checkpoint was written with other settings (the
+            message lists the differing fields).
+          CheckpointCorruptError: unreadable or incomplete files, or arrays whose bytes differ
+            from their checksums (the message names the step folder to delete).
+          CheckpointError: no checkpoint at all.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -238,7 +259,7 @@ class GridCheckpointer:
         saved = self.read_fingerprint(step)
         diffs = fingerprint_differences(saved, self.fingerprint)
         if diffs:
-            raise CheckpointError(
+            raise CheckpointMismatchError(
                 f"checkpoint {where} was written by a different run, refusing to resume it:\n  "
                 + "\n  ".join(diffs)
                 + "\nUse another workdir (or delete this one) to train from scratch."
@@ -250,7 +271,7 @@ class GridCheckpointer:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             )
         except Exception as err:
-            raise CheckpointError(
+            raise CheckpointCorruptError(
                 f"checkpoint {where} is corrupted or incomplete: its arrays could not be read "
                 f"({type(err).__name__}: {str(err)[:300]}). " + self._fix(step)
             ) from err
@@ -264,7 +285,7 @@ class GridCheckpointer:
         else:
             bad = checksum_mismatches(expected, state)
             if bad:
-                raise CheckpointError(
+                raise CheckpointCorruptError(
                     f"checkpoint {where} is damaged: {len(bad)} of {len(expected)} arrays do not "
                     f"match the checksums recorded when it was saved ({', '.join(bad[:3])}"
                     f"{', ...' if len(bad) > 3 else ''}), e.g. after a disk error or a partial "
@@ -339,7 +360,10 @@ def load_params(directory: str | Path, like: Any = None) -> tuple[Any, dict[str,
     try:
         metadata = json.loads((path / _META_FILE).read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path / _META_FILE} is unreadable: {err}") from err
+        raise CheckpointCorruptError(
+            f"{path / _META_FILE} is unreadable: {err}; save the params again "
+            "(save_params(..., overwrite=True))"
+        ) from err
     target = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     checkpointer = ocp.StandardCheckpointer()
     try:
@@ -362,13 +386,13 @@ def load_params(directory: str | Path, like: Any = None) -> tuple[Any, dict[str,
     try:
         expected = json.loads(checksums_path.read_text())["leaves"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(
+        raise CheckpointCorruptError(
             f"{checksums_path} is unreadable ({err}); save the params again "
             "(save_params(..., overwrite=True))"
         ) from err
     bad = checksum_mismatches(expected, params)
     if bad:
-        raise CheckpointError(
+        raise CheckpointCorruptError(
             f"params in {path / _PARAMS_DIR} are damaged: {len(bad)} of {len(expected)} arrays "
             f"do not match the checksums recorded when they were saved ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}); save or train them again"
