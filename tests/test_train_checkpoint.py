@@ -313,6 +313,8 @@ def test_params_digest_is_stable_and_sensitive(tiny_params):
     stack = jax.tree.map(lambda a: np.stack([a, a + 1]), tiny_params)
     ds = stack_digests(stack)
     assert ds[0] == d and ds[1] != d and len(ds) == 2
+    with pytest.raises(ValueError, match="leading model axis"):
+        stack_digests({"a": np.ones(3), "b": np.float32(1.0)})
     # Stable across processes: a subprocess computes the same digest.
     import os
     import subprocess

@@ -187,6 +187,7 @@ def run_grid(
       ValueError: unknown batch axes, a batched result that does not cover its cells, or a
         bad ``params_digest``/``finite`` declaration.
     """
+    finite = (finite,) if isinstance(finite, str) else tuple(finite)
     batched = batch_axes is not None
     groups = spec.batches(tuple(batch_axes or ())) if batched else [[c] for c in spec]
     digests = {c.key: digest_for(c, params_digest) for c in spec}

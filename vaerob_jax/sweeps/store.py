@@ -313,6 +313,7 @@ class ResultStore:
           truncated or fails its checksum; a warning names it), ``'stale'`` (computed from
           other model parameters, or stored without a digest) or ``'nonfinite'``.
         """
+        finite = (finite,) if isinstance(finite, str) else tuple(finite)
         rec = self._verified(cell)
         if rec is None:
             key, jpath, _ = self._paths(cell)
