@@ -8,19 +8,23 @@ from pathlib import Path
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from vaerob_jax import objectives
 from vaerob_jax.models import make_vae
+from vaerob_jax.sweeps import params_digest, stack_digests
 from vaerob_jax.train import (
     CheckpointError,
+    GridCheckpointer,
     TrainConfig,
     load_params,
     read_metrics,
     save_params,
     train_grid,
 )
+from vaerob_jax.train.checkpoint import CheckpointCorruptError, CheckpointMismatchError
 
 BETAS = [1.0, 2.0, 3.0]
 GRID = {"beta": BETAS}
@@ -204,3 +208,191 @@ def test_save_and_load_params_roundtrip(uninterrupted, tmp_path):
         load_params(path, like=wrong)
     with pytest.raises(CheckpointError, match="no saved params"):
         load_params(tmp_path / "missing")
+
+
+# -- checksums (issue 9, items 2 and 10) ------------------------------------------------------
+
+
+def _state(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "params": {
+            "w": jnp.asarray(rng.normal(size=(3, 40, 25)).astype(np.float32)),
+            "b": jnp.asarray(rng.normal(size=(3, 7)).astype(np.float32)),
+        },
+        "step": jnp.int32(4),
+    }
+
+
+def _abstract(state):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+
+
+def _flip_byte_in_array_data(step_dir: Path) -> Path:
+    """Flip one bit in the middle of the largest array data file (tensorstore chunks)."""
+    data = [f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+    target = max(data, key=lambda f: f.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    target.write_bytes(bytes(raw))
+    return target
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_bit_rot_in_checkpoint_arrays_is_detected(tmp_path):
+    # Before issue 9 a flipped bit in the middle of the compressed chunk data loaded silently
+    # (a changed weight, or a NaN model whose cells were then stored as done).
+    state = _state()
+    ck = GridCheckpointer(tmp_path, {"run": 1}, max_to_keep=3)
+    ck.save(2, state)
+    ck.save(4, state)
+    ck.close()
+    ck = GridCheckpointer(tmp_path, {"run": 1}, max_to_keep=3)
+    step, restored = ck.restore(_abstract(state), 4)  # intact: loads bit-exactly
+    assert step == 4 and _equal(restored, state)
+    _flip_byte_in_array_data(tmp_path / "4")
+    with pytest.raises(CheckpointError) as err:
+        ck.restore(_abstract(state), 4)
+    msg = str(err.value)
+    assert isinstance(err.value, CheckpointCorruptError)
+    assert str(tmp_path / "4") in msg and "checksum" in msg
+    assert "delete" in msg.lower() and "step 2" in msg  # the narrow fix: an older step exists
+    for wrong in ("different run", "other settings", "fresh"):
+        assert wrong not in msg, msg
+    # The older checkpoint is intact and still loads.
+    assert _equal(ck.restore(_abstract(state), 2)[1], state)
+    ck.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_damaged_only_checkpoint_says_training_restarts(tmp_path):
+    state = _state(1)
+    ck = GridCheckpointer(tmp_path, {"run": 1})
+    ck.save(4, state)
+    ck.close()
+    _flip_byte_in_array_data(tmp_path / "4")
+    ck = GridCheckpointer(tmp_path, {"run": 1})
+    with pytest.raises(CheckpointError, match="checksum") as err:
+        ck.restore(_abstract(state))
+    assert "only checkpoint" in str(err.value) and "step 0" in str(err.value)
+    ck.close()
+
+
+def test_checkpoint_without_checksums_loads_with_a_warning(tmp_path):
+    # Checkpoints written before checksums existed (no 'checksums' item) stay loadable.
+    import orbax.checkpoint as ocp
+
+    state = _state(2)
+    mgr = ocp.CheckpointManager(tmp_path, options=ocp.CheckpointManagerOptions(create=True))
+    mgr.save(
+        4,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"run": 1})
+        ),
+    )
+    mgr.wait_until_finished()
+    mgr.close()
+    ck = GridCheckpointer(tmp_path, {"run": 1})
+    with pytest.warns(UserWarning, match="no checksums"):
+        step, restored = ck.restore(_abstract(state))
+    assert step == 4 and _equal(restored, state)
+    ck.close()
+
+
+def test_corruption_messages_offer_only_the_narrow_fix(tmp_path):
+    # Item 10: an unreadable checkpoint is damage, not a settings change.
+    state = _state(3)
+    ck = GridCheckpointer(tmp_path, {"run": 1})
+    ck.save(4, state)
+    ck.close()
+    (tmp_path / "4" / "meta" / "metadata").write_text("{not json")
+    ck = GridCheckpointer(tmp_path, {"run": 1})
+    with pytest.raises(CheckpointError, match="unreadable") as err:
+        ck.restore(_abstract(state))
+    msg = str(err.value)
+    assert isinstance(err.value, CheckpointCorruptError)
+    assert str(tmp_path / "4") in msg and "delete" in msg.lower()
+    assert "fresh" not in msg and "different run" not in msg
+    ck.close()
+
+
+def test_settings_mismatch_and_damage_are_different_errors(tmp_path):
+    # The CLI tells them apart: other settings -> another --out; damage -> delete a folder.
+    state = _state(6)
+    ck = GridCheckpointer(tmp_path, {"run": 1, "lr": 0.1})
+    ck.save(4, state)
+    ck.close()
+    ck = GridCheckpointer(tmp_path, {"run": 1, "lr": 0.2})
+    with pytest.raises(
+        CheckpointMismatchError, match=r"different run(.|\n)*lr: checkpoint has 0.1"
+    ):
+        ck.restore(_abstract(state))
+    ck.close()
+    assert not issubclass(CheckpointMismatchError, CheckpointCorruptError)
+    assert issubclass(CheckpointCorruptError, CheckpointError)
+
+
+def test_params_digest_is_stable_and_sensitive(tiny_params):
+    d = params_digest(tiny_params)
+    assert d == params_digest(jax.tree.map(np.asarray, tiny_params))  # device or host arrays
+    assert len(d) == 64 and int(d, 16) >= 0
+    leaves, treedef = jax.tree.flatten(tiny_params)
+    bumped = [np.array(x) for x in leaves]
+    flat = bumped[0].reshape(-1)
+    flat[0] = np.nextafter(flat[0], np.float32(np.inf))  # one ulp in one weight
+    assert params_digest(jax.tree.unflatten(treedef, bumped)) != d
+    # Same bytes, other dtype or shape: different digest.
+    x = np.zeros((2, 3), np.float32)
+    assert params_digest({"a": x}) != params_digest({"a": x.view(np.int32)})
+    assert params_digest({"a": x}) != params_digest({"a": x.reshape(3, 2)})
+    assert params_digest({"a": x}) != params_digest({"b": x})
+    # One digest per model of a stack equals the digest of that model alone.
+    stack = jax.tree.map(lambda a: np.stack([a, a + 1]), tiny_params)
+    ds = stack_digests(stack)
+    assert ds[0] == d and ds[1] != d and len(ds) == 2
+    with pytest.raises(ValueError, match="leading model axis"):
+        stack_digests({"a": np.ones(3), "b": np.float32(1.0)})
+    # Stable across processes: a subprocess computes the same digest.
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    code = (
+        "import numpy as np; from vaerob_jax.sweeps import params_digest; "
+        "print(params_digest({'w': np.arange(6, dtype=np.float32).reshape(2, 3), "
+        "'s': np.int32(3)}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": root},
+    ).stdout.strip()
+    here = params_digest({"w": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.int32(3)})
+    assert out == here
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_bit_rot_in_saved_params_is_detected(tmp_path):
+    params = _state(4)["params"]
+    path = save_params(tmp_path / "run", params, {"steps": 6})
+    assert _equal(load_params(path)[0], params)
+    data = [f for f in (path / "params").rglob("*") if f.is_file() and f.parent.name == "d"]
+    target = max(data, key=lambda f: f.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    target.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="checksum") as err:
+        load_params(path)
+    assert str(path) in str(err.value) and "fresh" not in str(err.value)
+
+
+def test_checksums_survive_containers_changed_by_a_targetless_restore(tmp_path):
+    import optax
+
+    opt_state = optax.adam(1e-3).init(_state(5)["params"])  # named tuples inside
+    path = save_params(tmp_path / "opt", opt_state)
+    restored, _ = load_params(path)  # no `like`: orbax gives dicts/lists back
+    assert _equal(restored, opt_state)

@@ -16,10 +16,15 @@ cartoon face rendered from per-example ground-truth factors, with both protected
 Subgroup shares default to CelebA's Young x Male shares (young women 51.0 %, young men
 26.4 %, old women 7.3 %, old men 15.3 %). Example ``i`` of a split is rendered from
 ``fold_in(split_key, i)``, so it is the same whatever ``n`` or ``limit`` is; splits use keys
-derived from the split name. Rendering is one vmapped, jitted function of the factors
-(compiled once per image size, in chunks of 1024): on the project's 2-core CPU shared with
-~4 other busy processes (load ~7) 4096 64x64 faces took 6.8 s warm plus ~7 s to compile;
-expect roughly a quarter of that on an idle machine.
+derived from the split name. Rendering is one vmapped, jitted function of the factors,
+called on chunks of at most 1024 faces and at most 1024 x 64 x 64 pixels (so 16 faces of
+512 x 512). A split of ``n`` faces pads its chunks to ``min(capacity, 2**ceil(log2(n)))``
+faces (at least 2): memory scales with ``n`` and the image size, and one split compiles one
+program. The padding keeps the pixels bit-identical to one padded chunk of 1024 faces on
+XLA:CPU (checked for chunks of 2 to 1024 faces of sides 8 to 128; a vmap over one face
+compiles to a program whose last bits differ, hence the minimum of 2). On the project's
+2-core CPU shared with ~4 other busy processes (load ~7) 4096 64x64 faces took 6.8 s warm
+plus ~7 s to compile; expect roughly a quarter of that on an idle machine.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ import numpy as np
 from vaerob_jax.data.dataset import RawData
 from vaerob_jax.data.tfds_sources import select_indices
 
-__all__ = ["CELEBA_SHARES", "DEFAULT_SIZES", "SUBGROUP_ORDER", "load_shapes", "render_faces"]
+__all__ = [
+    "CELEBA_SHARES",
+    "DEFAULT_SIZES",
+    "MAX_CHUNK_PIXELS",
+    "SUBGROUP_ORDER",
+    "load_shapes",
+    "render_faces",
+]
 
 #: CelebA's Young x Male shares (fractions), keyed by subgroup name.
 CELEBA_SHARES: dict[str, float] = {
@@ -212,6 +224,23 @@ def _generate(
     return jax.vmap(one)(ids)
 
 
+#: Pixels rendered per compiled call at most: 1024 faces of 64 x 64 (~0.4 GB of temporaries).
+MAX_CHUNK_PIXELS = 1024 * 64 * 64
+
+
+def _padded_length(n: int, cap: int) -> int:
+    """Faces per compiled call for ``n`` faces: the next power of two >= max(n, 2), <= cap."""
+    length = 2
+    while length < n:
+        length *= 2
+    return max(2, min(length, cap))
+
+
+def _chunk_capacity(size: int, chunk_size: int = 1024, max_pixels: int = MAX_CHUNK_PIXELS) -> int:
+    """Most faces of side ``size`` per compiled call: ``chunk_size`` and ``max_pixels`` bound it."""
+    return max(1, min(int(chunk_size), int(max_pixels) // (size * size)))
+
+
 def render_faces(
     key: jax.Array,
     ids: np.ndarray,
@@ -219,6 +248,7 @@ def render_faces(
     shares: Sequence[float] | None = None,
     noise_std: float = 0.02,
     chunk_size: int = 1024,
+    max_pixels: int = MAX_CHUNK_PIXELS,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Samples factors and renders the faces with example ids ``ids`` of a split.
 
@@ -228,12 +258,22 @@ def render_faces(
       size: image side.
       shares: the four subgroup probabilities in :data:`SUBGROUP_ORDER` order.
       noise_std: standard deviation of the Gaussian pixel noise.
-      chunk_size: faces per compiled call (bounds memory); the last chunk is padded, so
-        there is one compilation per (chunk_size, size).
+      chunk_size: most faces per compiled call.
+      max_pixels: most pixels (faces x size x size) per compiled call; with ``chunk_size`` it
+        bounds the renderer's memory whatever the image size. Every chunk is padded to
+        ``min(bound, next power of two >= len(ids))`` faces (at least 2), so memory follows
+        ``len(ids)`` and one call compiles one program.
 
     Returns:
       float32 (len(ids), size, size, 3) images in [0, 1] and the factors by name.
+
+    Raises:
+      ValueError: ``chunk_size`` or ``max_pixels`` below 1.
     """
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if int(max_pixels) < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
     p = np.asarray(
         [CELEBA_SHARES[g] for g in SUBGROUP_ORDER] if shares is None else shares, np.float64
     )
@@ -241,10 +281,12 @@ def render_faces(
     ids = np.asarray(ids, np.int64)
     images = np.empty((len(ids), size, size, 3), np.float32)
     factors = {k: np.empty(len(ids), np.float32) for k in _FACTOR_NAMES}
-    for start in range(0, len(ids), chunk_size):
-        sl = slice(start, start + chunk_size)
+    cap = _chunk_capacity(size, chunk_size, max_pixels)
+    length = _padded_length(len(ids), cap)
+    for start in range(0, len(ids), cap):
+        sl = slice(start, start + cap)
         chunk = ids[sl]
-        padded = np.pad(chunk, (0, chunk_size - len(chunk)))
+        padded = np.pad(chunk, (0, length - len(chunk)))
         f, img = _generate(key, jnp.asarray(padded, jnp.uint32), cum_shares, size, noise_std)
         images[sl] = np.asarray(img)[: len(chunk)]
         for k in _FACTOR_NAMES:

@@ -1,13 +1,28 @@
-"""Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas)."""
+"""Grid specs, resumable per-cell execution and tidy result tables (CSV/JSON, no pandas).
 
+``ResultStore`` + ``run_grid`` keep one checksummed result per grid cell, tied to the config
+fingerprint and to the digest of the models it came from (``params_digest``), and never
+commit a non-finite result (see ``vaerob_jax.sweeps.store`` for the guarantees);
+``check_output_dir`` and ``lock_output`` make an output folder safe to run into.
+"""
+
+from vaerob_jax.sweeps.checks import NonFiniteResultError, check_finite
+from vaerob_jax.sweeps.digest import bytes_digest, leaf_digests, params_digest, stack_digests
+from vaerob_jax.sweeps.execute import format_duration, run_grid
 from vaerob_jax.sweeps.grid import Cell, GridSpec, canonical_value, cell_key, format_value
+from vaerob_jax.sweeps.output import (
+    OutputDirError,
+    OutputLock,
+    OutputLockedError,
+    check_output_dir,
+    lock_output,
+)
 from vaerob_jax.sweeps.store import (
+    CellRecomputeWarning,
     CellResult,
     FingerprintMismatchError,
     ResultStore,
     fingerprint_of,
-    format_duration,
-    run_grid,
 )
 from vaerob_jax.sweeps.tables import (
     as_rows,
@@ -25,13 +40,21 @@ from vaerob_jax.sweeps.tables import (
 
 __all__ = [
     "Cell",
+    "CellRecomputeWarning",
     "CellResult",
     "FingerprintMismatchError",
     "GridSpec",
+    "NonFiniteResultError",
+    "OutputDirError",
+    "OutputLock",
+    "OutputLockedError",
     "ResultStore",
     "as_rows",
+    "bytes_digest",
     "atomic_write_bytes",
     "canonical_value",
+    "check_finite",
+    "check_output_dir",
     "cell_key",
     "columns_of",
     "filter_rows",
@@ -39,10 +62,14 @@ __all__ = [
     "format_duration",
     "format_value",
     "join_rows",
+    "leaf_digests",
+    "lock_output",
+    "params_digest",
     "read_csv",
     "read_json",
     "require_columns",
     "run_grid",
+    "stack_digests",
     "to_columns",
     "write_csv",
     "write_json",

@@ -152,6 +152,20 @@ def _is_number(v: Any) -> bool:
 # Atomic files.
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temp file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
@@ -167,21 +181,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
-    """Call ``writer(tmp_path)`` then move the temp file onto ``path`` atomically."""
+    """Call ``writer(tmp_path)``, fsync the temp file, then move it onto ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def _json_default(obj: Any) -> Any:
@@ -199,6 +217,17 @@ def _json_default(obj: Any) -> Any:
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
     """JSON text with numpy support; NaN/inf written as ``NaN``/``Infinity`` (Python's JSON)."""
     return json.dumps(obj, default=_json_default, indent=indent, allow_nan=True)
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact JSON with sorted keys: one text per value, so its checksum identifies it.
+
+    Floats are written as ``repr`` (exact round trip), NaN/inf as ``NaN``/``Infinity``, so
+    ``canonical_json(json.loads(canonical_json(x))) == canonical_json(x)``.
+    """
+    return json.dumps(
+        obj, default=_json_default, sort_keys=True, separators=(",", ":"), allow_nan=True
+    )
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:

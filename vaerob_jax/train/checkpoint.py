@@ -1,24 +1,35 @@
-"""Orbax checkpoints for training grids, with a run fingerprint that refuses silent resumes.
+"""Orbax checkpoints for training grids, with a run fingerprint and per-array checksums.
 
-Every checkpoint step holds two items (orbax ``Composite``):
+Every checkpoint step holds three items (orbax ``Composite``):
   * ``state``: ``{'params', 'opt_state', 'step'}`` of the whole stack of K models (a pytree with
     a leading axis K), saved with ``StandardSave`` and restored exactly with ``StandardRestore``
     against the abstract state of the current run;
   * ``meta``: a JSON fingerprint of everything that fixes the training trajectory (model
-    architecture, β/τ/seed grid, run key, optimiser settings, data shape and checksum).
+    architecture, β/τ/seed grid, run key, optimiser settings, data shape and checksum);
+  * ``checksums``: SHA-256 of every state leaf's dtype, shape and bytes
+    (:func:`vaerob_jax.sweeps.leaf_digests`), computed from host copies of the arrays when the
+    save starts (saves are asynchronous; the arrays are immutable, so the digests describe
+    exactly what orbax writes).
 
 Resuming compares the stored fingerprint with the current run's first and raises
-:class:`CheckpointError` naming the directory and the differing fields; unreadable or truncated
-files also raise :class:`CheckpointError` rather than an obscure tensorstore message.
+:class:`CheckpointError` naming the directory and the differing fields. After the arrays are
+read, their checksums are recomputed and compared: tensorstore's compressed chunks decode
+silently when a bit flips inside them, so without this a damaged checkpoint resumed as a
+changed (or NaN) model. A mismatch, like unreadable or truncated files, raises
+:class:`CheckpointError` that names the step folder and the narrow fix (delete that folder to
+resume from the previous checkpoint); it never blames the run's settings. Checkpoints written
+before checksums existed load with a warning, unverified.
 
 :func:`save_params` / :func:`load_params` store a trained stack of params (no optimiser state)
-for packages that "train or load" models.
+for packages that "train or load" models, with the same checksums (``params_checksums.json``).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +37,74 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "GridCheckpointer", "load_params", "save_params"]
+from vaerob_jax.sweeps.digest import leaf_digests
+
+__all__ = [
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "GridCheckpointer",
+    "checksum_mismatches",
+    "load_params",
+    "save_params",
+]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used: unreadable/corrupted, or written by a different run."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint was written by a run with other settings (its fingerprint differs)."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """The checkpoint's files are damaged: unreadable, incomplete, or failing their checksums.
+
+    Not a settings problem: the fix is to delete the named step folder (see the message).
+    """
+
+
+_CHECKSUMS_ITEM = "checksums"
+_CHECKSUMS_FORMAT = 1
+
+
+def _checksum_record(state: Any) -> dict[str, Any]:
+    return {
+        "format": _CHECKSUMS_FORMAT,
+        "algorithm": "sha256 of dtype, shape and C-order bytes per leaf",
+        "leaves": leaf_digests(state),
+    }
+
+
+def checksum_mismatches(expected: Mapping[str, str], state: Any) -> list[str]:
+    """Leaf paths whose recomputed checksum differs from ``expected`` (missing/extra included).
+
+    A tree restored without a target can come back with other containers (orbax returns
+    dicts for named tuples), so when the paths differ but the leaf count does not, the
+    checksums are compared as a multiset: a changed byte still changes one of them.
+    """
+    actual = leaf_digests(state)
+    if set(actual) != set(expected) and len(actual) == len(expected):
+        unmatched = collections.Counter(expected.values())
+        unmatched.subtract(actual.values())
+        n_bad = sum(v for v in unmatched.values() if v > 0)
+        return [f"<{n_bad} leaves>"] if n_bad else []
+    names = sorted(set(expected) | set(actual))
+    return [n for n in names if expected.get(n) != actual.get(n)]
+
+
+def _damage_fix(where: Path, older: list[int]) -> str:
+    """The narrow fix for one damaged step folder, for a CLI user."""
+    if older:
+        return (
+            f"Delete the folder {where} to resume from the previous checkpoint "
+            f"(step {older[-1]}); the other checkpoints are not affected."
+        )
+    return (
+        f"Delete the folder {where}: it is the only checkpoint, so training restarts from "
+        "step 0 (finished results elsewhere in the output folder are not affected)."
+    )
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -93,11 +167,18 @@ class GridCheckpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
-        """Starts an asynchronous save of ``state`` (call :meth:`wait` before reading it)."""
+        """Starts an asynchronous save of ``state`` (call :meth:`wait` before reading it).
+
+        The per-leaf checksums are computed here, synchronously, from host copies of the
+        arrays, before orbax's background write starts.
+        """
+        checksums = _checksum_record(state)
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.fingerprint)
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave(self.fingerprint),
+                **{_CHECKSUMS_ITEM: ocp.args.JsonSave(checksums)},
             ),
             force=True,
         )
@@ -117,15 +198,41 @@ class GridCheckpointer:
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
             )
         except Exception as err:
-            raise CheckpointError(
-                f"checkpoint {where} is unreadable (its run metadata could not be loaded: "
-                f"{type(err).__name__}: {err}). Delete this step folder to resume from an older "
-                "checkpoint, or use a fresh workdir."
+            raise CheckpointCorruptError(
+                f"checkpoint {where} is damaged: its run metadata is unreadable "
+                f"({type(err).__name__}: {str(err)[:200]}). " + self._fix(step)
             ) from err
         meta = restored["meta"]
         if not isinstance(meta, Mapping):
-            raise CheckpointError(f"checkpoint {where} holds malformed run metadata: {meta!r}")
+            raise CheckpointCorruptError(
+                f"checkpoint {where} is damaged: its run metadata is malformed "
+                f"({_short(meta)}). " + self._fix(step)
+            )
         return dict(meta)
+
+    def _fix(self, step: int) -> str:
+        return _damage_fix(self.directory / str(step), [s for s in self.all_steps() if s < step])
+
+    def _read_checksums(self, step: int) -> dict[str, str] | None:
+        """The stored per-leaf checksums of ``step``; None for a checkpoint without them."""
+        where = self.directory / str(step)
+        if not (where / _CHECKSUMS_ITEM).exists():
+            return None
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(**{_CHECKSUMS_ITEM: ocp.args.JsonRestore()})
+            )
+            leaves = restored[_CHECKSUMS_ITEM]["leaves"]
+            if not isinstance(leaves, Mapping) or not all(
+                isinstance(v, str) for v in leaves.values()
+            ):
+                raise ValueError("'leaves' is not a mapping of path to digest")
+        except Exception as err:
+            raise CheckpointCorruptError(
+                f"checkpoint {where} is damaged: its checksums are unreadable "
+                f"({type(err).__name__}: {str(err)[:200]}). " + self._fix(step)
+            ) from err
+        return dict(leaves)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
         """Restores checkpoint ``step`` (default: the latest) after checking its fingerprint.
@@ -135,10 +242,15 @@ class GridCheckpointer:
           step: which checkpoint; None for the latest.
 
         Returns:
-          (step, state) with the state's arrays restored bit-exactly.
+          (step, state) with the state's arrays restored bit-exactly, verified against the
+          checksums stored at save time.
 
         Raises:
-          CheckpointError: no checkpoint, a fingerprint mismatch, or unreadable files.
+          CheckpointMismatchError: the checkpoint was written with other settings (the
+            message lists the differing fields).
+          CheckpointCorruptError: unreadable or incomplete files, or arrays whose bytes differ
+            from their checksums (the message names the step folder to delete).
+          CheckpointError: no checkpoint at all.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -147,27 +259,44 @@ class GridCheckpointer:
         saved = self.read_fingerprint(step)
         diffs = fingerprint_differences(saved, self.fingerprint)
         if diffs:
-            raise CheckpointError(
+            raise CheckpointMismatchError(
                 f"checkpoint {where} was written by a different run, refusing to resume it:\n  "
                 + "\n  ".join(diffs)
                 + "\nUse another workdir (or delete this one) to train from scratch."
             )
+        expected = self._read_checksums(step)
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         try:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             )
         except Exception as err:
-            raise CheckpointError(
+            raise CheckpointCorruptError(
                 f"checkpoint {where} is corrupted or incomplete: its arrays could not be read "
-                f"({type(err).__name__}: {str(err)[:300]}). Delete this step folder to resume "
-                "from an older checkpoint, or use a fresh workdir."
+                f"({type(err).__name__}: {str(err)[:300]}). " + self._fix(step)
             ) from err
-        return step, restored["state"]
+        state = restored["state"]
+        if expected is None:
+            warnings.warn(
+                f"checkpoint {where} has no checksums (written before they were added); "
+                "its arrays are loaded unverified",
+                stacklevel=2,
+            )
+        else:
+            bad = checksum_mismatches(expected, state)
+            if bad:
+                raise CheckpointCorruptError(
+                    f"checkpoint {where} is damaged: {len(bad)} of {len(expected)} arrays do not "
+                    f"match the checksums recorded when it was saved ({', '.join(bad[:3])}"
+                    f"{', ...' if len(bad) > 3 else ''}), e.g. after a disk error or a partial "
+                    "copy. " + self._fix(step)
+                )
+        return step, state
 
 
 _PARAMS_DIR = "params"
 _META_FILE = "params_metadata.json"
+_CHECKSUMS_FILE = "params_checksums.json"
 
 
 def save_params(
@@ -187,7 +316,8 @@ def save_params(
       overwrite: replace an existing save instead of raising.
 
     Returns:
-      The absolute directory.
+      The absolute directory (``params_checksums.json`` holds the per-leaf checksums that
+      :func:`load_params` verifies).
     """
     path = Path(directory).absolute()
     if (path / _PARAMS_DIR).exists():
@@ -196,10 +326,13 @@ def save_params(
         shutil.rmtree(path / _PARAMS_DIR)
     path.mkdir(parents=True, exist_ok=True)
     text = json.dumps(dict(metadata or {}), indent=2, sort_keys=True)
+    checksums = json.dumps(_checksum_record(params), indent=1, sort_keys=True)
+    (path / _CHECKSUMS_FILE).unlink(missing_ok=True)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(path / _PARAMS_DIR, params)
     checkpointer.wait_until_finished()
     checkpointer.close()
+    (path / _CHECKSUMS_FILE).write_text(checksums)
     (path / _META_FILE).write_text(text)
     return path
 
@@ -216,7 +349,8 @@ def load_params(directory: str | Path, like: Any = None) -> tuple[Any, dict[str,
       (params, metadata).
 
     Raises:
-      CheckpointError: missing, unreadable or mismatching files (the message names the folder).
+      CheckpointError: missing, unreadable or mismatching files, or arrays whose bytes differ
+        from the checksums written with them (the message names the folder).
     """
     path = Path(directory).absolute()
     if not (path / _PARAMS_DIR).is_dir() or not (path / _META_FILE).is_file():
@@ -226,7 +360,10 @@ def load_params(directory: str | Path, like: Any = None) -> tuple[Any, dict[str,
     try:
         metadata = json.loads((path / _META_FILE).read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path / _META_FILE} is unreadable: {err}") from err
+        raise CheckpointCorruptError(
+            f"{path / _META_FILE} is unreadable: {err}; save the params again "
+            "(save_params(..., overwrite=True))"
+        ) from err
     target = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     checkpointer = ocp.StandardCheckpointer()
     try:
@@ -238,4 +375,26 @@ def load_params(directory: str | Path, like: Any = None) -> tuple[Any, dict[str,
         ) from err
     finally:
         checkpointer.close()
+    checksums_path = path / _CHECKSUMS_FILE
+    if not checksums_path.is_file():
+        warnings.warn(
+            f"{path} has no {_CHECKSUMS_FILE} (saved before checksums were added); its params "
+            "are loaded unverified",
+            stacklevel=2,
+        )
+        return params, metadata
+    try:
+        expected = json.loads(checksums_path.read_text())["leaves"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointCorruptError(
+            f"{checksums_path} is unreadable ({err}); save the params again "
+            "(save_params(..., overwrite=True))"
+        ) from err
+    bad = checksum_mismatches(expected, params)
+    if bad:
+        raise CheckpointCorruptError(
+            f"params in {path / _PARAMS_DIR} are damaged: {len(bad)} of {len(expected)} arrays "
+            f"do not match the checksums recorded when they were saved ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); save or train them again"
+        )
     return params, metadata

@@ -1,0 +1,251 @@
+"""Run a grid through a :class:`~vaerob_jax.sweeps.ResultStore`: compute only what is not done.
+
+:func:`run_grid` asks the store which cells are usable (verified files, the current models'
+parameter digest, finite declared columns), computes the others (singly or in groups along
+``batch_axes``), and commits each result as soon as it is computed, so an interruption loses
+at most the group in flight. Progress goes to tqdm on a terminal, or to periodic lines with an
+ETA elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vaerob_jax.sweeps.checks import DigestSpec, NonFiniteResultError, digest_for
+from vaerob_jax.sweeps.grid import Cell, GridSpec, format_value
+from vaerob_jax.sweeps.store import CellRecomputeWarning, CellResult, ResultStore
+from vaerob_jax.sweeps.tables import Row, as_rows
+
+__all__ = ["format_duration", "run_grid"]
+
+
+def _normalize(result: Any, cell: Cell, add_axis_columns: bool) -> CellResult:
+    if isinstance(result, CellResult):
+        rows, arrays = result
+    elif (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and not isinstance(result[0], Mapping)
+        and (result[1] is None or isinstance(result[1], Mapping))
+    ):
+        rows, arrays = result  # (rows, arrays); a tuple of two row dicts falls through
+    else:
+        rows, arrays = result, None
+    if rows is None:
+        raise ValueError(f"compute_fn returned no rows for cell {cell.key!r}")
+    rows_ = as_rows(rows)
+    if add_axis_columns:
+        for r in rows_:
+            for name, value in cell.items:
+                if name not in r:
+                    r[name] = value
+                elif not _same_value(r[name], value):
+                    raise ValueError(
+                        f"compute_fn returned a row with {name}={r[name]!r} for cell {cell.key!r}"
+                    )
+    return CellResult(rows_, None if arrays is None else dict(arrays))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal as grid values; floats to float32 precision (rows often come from float32 math)."""
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
+        except (TypeError, ValueError):
+            return False
+    try:
+        return format_value(a) == format_value(b)
+    except ValueError:
+        return str(a) == str(b)
+
+
+def format_duration(seconds: float) -> str:
+    """``'1h02m03s'``, ``'4m05s'`` or ``'12s'``; ``'?'`` when unknown."""
+    if not np.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = round(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m{sec:02d}s"
+    if m:
+        return f"{m}m{sec:02d}s"
+    return f"{sec}s"
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise periodic lines with the ETA (e.g. in CI logs)."""
+
+    def __init__(self, total: int, resumed: int, mode: bool | str, log_every_s: float):
+        self.total, self.resumed, self.finished = total, resumed, resumed
+        self.start = time.monotonic()
+        self.last_line = -np.inf
+        self.log_every_s = log_every_s
+        if mode is True or mode == "auto":
+            mode = "tqdm" if sys.stderr.isatty() else "log"
+        self.mode = mode or "off"
+        if self.mode not in ("tqdm", "log", "off"):
+            raise ValueError(f"progress must be bool, 'auto', 'tqdm' or 'log', got {mode!r}")
+        self.bar = None
+        if self.mode == "tqdm":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=resumed, desc="grid cells", unit="cell")
+        elif self.mode == "log":
+            self._line(force=True)
+
+    def eta(self) -> float:
+        computed = self.finished - self.resumed
+        remaining = self.total - self.finished
+        if remaining == 0:
+            return 0.0
+        if computed == 0:
+            return float("nan")
+        return (time.monotonic() - self.start) / computed * remaining
+
+    def _line(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_line < self.log_every_s:
+            return
+        self.last_line = now
+        print(
+            f"[run_grid] {self.finished}/{self.total} cells done ({self.resumed} resumed), "
+            f"elapsed {format_duration(now - self.start)}, ETA {format_duration(self.eta())}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def update(self, n: int) -> None:
+        self.finished += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.mode == "log":
+            self._line(force=self.finished == self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_grid(
+    spec: GridSpec,
+    compute_fn: Callable[[Any], Any],
+    store: ResultStore,
+    *,
+    batch_axes: Sequence[str] | None = None,
+    progress: bool | str = True,
+    log_every_s: float = 30.0,
+    add_axis_columns: bool = True,
+    params_digest: DigestSpec = None,
+    finite: Sequence[str] = (),
+    arrays_finite: bool | Sequence[str] = True,
+) -> list[Row]:
+    """Compute every unfinished cell of ``spec``, saving each as it finishes; return all rows.
+
+    Finished cells (from an earlier, possibly interrupted run with the same config) are
+    skipped, so rerunning after a crash loses at most the batch that was in flight. A stored
+    cell is recomputed when its files are damaged (a :class:`CellRecomputeWarning` names the
+    file), when it was computed from other model parameters than ``params_digest`` says, or
+    when it violates ``finite`` (one warning each, listing the cells).
+
+    Args:
+      spec: the grid.
+      compute_fn: without ``batch_axes``: ``compute_fn(cell) -> rows | (rows, arrays)``. With
+        ``batch_axes``: ``compute_fn(cells) -> results``, where ``cells`` is the list of
+        *pending* cells of one group (cells differing only along ``batch_axes``, e.g. all ε of
+        one β for a program vmapped over ε) and ``results`` is a sequence aligned with
+        ``cells`` or a mapping from cell key to result. Rows are dicts or a dict of columns.
+      store: where results live; see :class:`ResultStore`.
+      batch_axes: axes computed together (``()`` calls the batched form with single cells).
+      progress: True/'auto' (tqdm on a terminal, else periodic lines with ETA on stderr),
+        'tqdm', 'log', or False.
+      log_every_s: minimum seconds between progress lines in 'log' mode.
+      add_axis_columns: add the cell's axis values to rows lacking them, and check rows that
+        carry them agree with the cell.
+      params_digest: the :func:`~vaerob_jax.sweeps.params_digest` of the models each cell is
+        computed from: one string for all cells, a mapping by cell key, or a function
+        ``cell -> digest`` (e.g. the digest of the β model of a grid). Recorded with every
+        saved cell; stored cells with another digest are recomputed. None: not checked.
+      finite: columns that must be finite in every row (e.g. ``("delta_c",)``); a result
+        violating it is not saved (NaN in unlisted columns, e.g. an undefined bound, is fine).
+      arrays_finite: True: every float array of a result must be finite; a sequence: these
+        arrays; False: no check.
+
+    Returns:
+      All rows of all cells, in grid order (as :meth:`ResultStore.all_rows`).
+
+    Raises:
+      NonFiniteResultError: some computed cells were non-finite (listed); the other cells of
+        their group were saved first.
+      ValueError: unknown batch axes, a batched result that does not cover its cells, or a
+        bad ``params_digest``/``finite`` declaration.
+    """
+    finite = (finite,) if isinstance(finite, str) else tuple(finite)
+    batched = batch_axes is not None
+    groups = spec.batches(tuple(batch_axes or ())) if batched else [[c] for c in spec]
+    digests = {c.key: digest_for(c, params_digest) for c in spec}
+    status = {c.key: store.status(c, params_digest=digests[c.key], finite=finite) for c in spec}
+    for reason, what in (
+        ("stale", "were computed from other model parameters than this run's (params digest)"),
+        ("nonfinite", f"hold non-finite values in {list(finite)}"),
+    ):
+        keys = [k for k, s in status.items() if s == reason]
+        if keys:
+            warnings.warn(
+                f"{len(keys)} stored cells in {store.out_dir} {what}; recomputing them: "
+                f"{keys[:5]}{' ...' if len(keys) > 5 else ''}",
+                CellRecomputeWarning,
+                stacklevel=2,
+            )
+    pending_groups = [[c for c in g if status[c.key] != "done"] for g in groups]
+    n_pending = sum(len(g) for g in pending_groups)
+    prog = _Progress(len(spec), len(spec) - n_pending, progress, log_every_s)
+    try:
+        for cells in pending_groups:
+            if not cells:
+                continue
+            if not batched:
+                results = [compute_fn(cells[0])]
+            else:
+                out = compute_fn(list(cells))
+                if isinstance(out, Mapping):
+                    missing = [c.key for c in cells if c.key not in out]
+                    if missing:
+                        raise ValueError(f"compute_fn returned no result for cells {missing}")
+                    results = [out[c.key] for c in cells]
+                else:
+                    results = list(out)
+                    if len(results) != len(cells):
+                        raise ValueError(
+                            f"compute_fn returned {len(results)} results for {len(cells)} cells "
+                            f"{[c.key for c in cells]}"
+                        )
+            normalized = [_normalize(r, c, add_axis_columns) for r, c in zip(results, cells)]
+            failed: list[NonFiniteResultError] = []
+            for cell, res in zip(cells, normalized):
+                try:
+                    store.save(
+                        cell,
+                        res.rows,
+                        res.arrays,
+                        params_digest=digests[cell.key],
+                        finite=finite,
+                        arrays_finite=arrays_finite,
+                    )
+                except NonFiniteResultError as err:
+                    failed.append(err)
+            prog.update(len(cells) - len(failed))
+            if failed:
+                raise NonFiniteResultError(
+                    "\n".join(str(e) for e in failed) if len(failed) > 1 else str(failed[0])
+                ) from failed[0]
+    finally:
+        prog.close()
+    return store.all_rows(spec, params_digest=digests, finite=finite)
