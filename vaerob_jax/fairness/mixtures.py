@@ -93,10 +93,15 @@ def sample_gmm(
     if not float(jnp.linalg.norm(hi - lo)) > 0:
         raise ValueError("mu_hi must differ from mu_lo")
     n_neg, n_pos = _class_sizes(n, p)
-    k_noise, k_perm = jax.random.split(_key(key))
+    return _sample(_key(key), lo, hi, jnp.float32(k), n_neg, n_pos)
+
+
+@functools.partial(jax.jit, static_argnames=("n_neg", "n_pos"))
+def _sample(key, lo, hi, k, n_neg, n_pos):
+    k_noise, k_perm = jax.random.split(key)
     z = jax.random.normal(k_noise, (n_neg + n_pos, lo.shape[0]), jnp.float32)
     label = jnp.concatenate([jnp.zeros(n_neg, jnp.int32), jnp.ones(n_pos, jnp.int32)])
-    scale = jnp.where(label[:, None] == 1, jnp.float32(k), 1.0)
+    scale = jnp.where(label[:, None] == 1, k, 1.0)
     x = jnp.where(label[:, None] == 1, hi, lo) + scale * z
     perm = jax.random.permutation(k_perm, n_neg + n_pos)
     return {"x": x[perm], "label": label[perm], "group": label[perm]}
