@@ -7,8 +7,11 @@ share of group +1: the paper's balanced setting is p = ½ (default); other p fol
 "Group size" derivation (not in the paper).
 
 Every function is elementwise jnp (arguments broadcast), so it is vmappable over θ, ε, K, λ
-and the means, and differentiable. Float precision follows the inputs: run under
-``jax.enable_x64(True)`` for float64 (the theorem checks do).
+and the means, and differentiable. Each public function is jit-compiled (values are traced,
+so a new K, ε or λ never recompiles) after host-side checks of concrete arguments
+(:func:`check_mixture`: K > 1, μ̄ > μ_, p ∈ (0, 1), ε, λ >= 0; traced values are not checked).
+Float precision follows the inputs: run under ``jax.enable_x64(True)`` for float64 (the
+theorem checks do).
 
 Closed forms (spec 004 §3; each is the "+" root of a quadratic, written in the
 cancellation-free form u = (d² + 2K²L)/(d + K√(d² + 2(K²−1)L)) of
