@@ -26,6 +26,7 @@ from vaerob_jax.data.digits import load_digits_dataset
 from vaerob_jax.data.shapes import load_shapes
 from vaerob_jax.data.subgroups import CELEBA_SUBGROUPS, make_subgroups
 from vaerob_jax.data.tfds_sources import TFDS_DATASETS, load_tfds
+from vaerob_jax.data.utkface import load_utkface
 from vaerob_jax.data.validate import check_images
 
 __all__ = [
@@ -216,4 +217,11 @@ register_dataset(
     _DIGIT_PRESETS,
     LABEL_SUBGROUPS,
     "scikit-learn 8x8 digits resized (default 32x32x1)",
+)
+register_dataset(
+    "utkface",
+    load_utkface,
+    {LABEL_SUBGROUPS: LABEL_SUBGROUPS, "gender": {"male": ("women", "men")}},
+    LABEL_SUBGROUPS,
+    "UTKFace from a local folder (data_dir=); labels parsed from age_gender_race_date.jpg names",
 )
