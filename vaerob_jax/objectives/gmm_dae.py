@@ -160,8 +160,14 @@ def gmm_regulariser(
       ks_weighting: 'paper' (Eq. 9's mix with one weight) or 'separate' (public code).
 
     Returns:
-      (weighted sum, aux) with the unweighted 'ks', 'cv' (and 'ks2') and the weights used.
+      (weighted sum, aux): 'ks' is the unweighted KS term that 'lambda_ks' multiplies (Eq. 4,
+      Eq. 7, or Eq. 9's mix with ``ks_weighting='paper'``), 'cv' the covariance term that
+      'lambda_cv' multiplies, 'ks2' the two-point term ('coupled').
+
+    Raises:
+      ValueError: an unknown variant or option, or missing ``z_adv`` for an adversarial variant.
     """
+    _check_options(variant, ks_pool, ks_weighting)
     lam_ks: Any
     lam_cv: Any
     if variant == "gmm_dae":
@@ -198,6 +204,19 @@ def gmm_regulariser(
     return value, aux
 
 
+def _check_options(variant: str, ks_pool: str, ks_weighting: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    if ks_pool not in L.KS_POOLS:
+        raise ValueError(f"unknown ks_pool {ks_pool!r}; choose one of {L.KS_POOLS}")
+    if ks_weighting not in KS_WEIGHTINGS:
+        raise ValueError(f"unknown ks_weighting {ks_weighting!r}; choose one of {KS_WEIGHTINGS}")
+    if ks_weighting == "separate" and variant != "coupled":
+        raise ValueError("ks_weighting='separate' weights the two-point term: variant 'coupled'")
+    if variant == "gmm_dae" and ks_pool != "mean":
+        raise ValueError("ks_pool='union' pools clean and adversarial codes: not for 'gmm_dae'")
+
+
 def gmm_dae_objective(
     model: Any,
     prior: GMMPrior,
@@ -227,22 +246,14 @@ def gmm_dae_objective(
         prior whose closed forms do not apply); default: closed forms for the batch size.
 
     Returns:
-      A :class:`BatchLoss` reading ``batch['x']``; aux: 'recon', 'ks', 'cv' (+ 'ks2'),
-      'lambda_ks', 'lambda_cv' and, for adversarial variants, 'latent_shift' (mean ‖z^adv − z‖₂).
+      A :class:`BatchLoss` reading ``batch['x']``; aux (see :func:`gmm_regulariser`): 'recon',
+      'ks', 'cv' (+ 'ks2'), 'lambda_ks', 'lambda_cv' and, for adversarial variants,
+      'latent_shift' (mean ‖z^adv − z‖₂).
 
     Raises:
       ValueError: an unknown variant or option, a latent-size mismatch, or a bad default.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-    if ks_pool not in L.KS_POOLS:
-        raise ValueError(f"unknown ks_pool {ks_pool!r}; choose one of {L.KS_POOLS}")
-    if ks_weighting not in KS_WEIGHTINGS:
-        raise ValueError(f"unknown ks_weighting {ks_weighting!r}; choose one of {KS_WEIGHTINGS}")
-    if ks_weighting == "separate" and variant != "coupled":
-        raise ValueError("ks_weighting='separate' weights the two-point term: variant 'coupled'")
-    if variant == "gmm_dae" and ks_pool != "mean":
-        raise ValueError("ks_pool='union' pools clean and adversarial codes: not for 'gmm_dae'")
+    _check_options(variant, ks_pool, ks_weighting)
     dim = getattr(model, "latent_dim", prior.latent_dim)
     if dim != prior.latent_dim:
         raise ValueError(f"model latent_dim {dim} != prior latent_dim {prior.latent_dim}")
