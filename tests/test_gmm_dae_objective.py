@@ -47,7 +47,7 @@ def test_fgsm_matches_closed_form_on_linear_encoder(images):
     # spec 003 §4.5: δ = clip(clip(δ₀ + 1.25ε·sign(AᵀAδ₀), −ε, ε) + x, 0, 1) − x, same δ₀.
     a = jax.random.normal(jax.random.key(2), (3, 64))
     eps, key = 0.3, jax.random.key(3)
-    x_adv = G.fgsm_latent(LinearEncoder(), a, images, eps, key)
+    x_adv = jax.jit(lambda p, x: G.fgsm_latent(LinearEncoder(), p, x, eps, key))(a, images)
     keys = jax.random.split(key, images.shape[0])
     d0s = jax.vmap(lambda k: eps * jax.random.uniform(k, SHAPE, jnp.float32, -1.0, 1.0))(keys)
     an = np.asarray(a, np.float64)
@@ -158,13 +158,9 @@ def test_gradients_of_every_objective_match_finite_differences(dae):
     # spec 003 §4.4 for the total losses: directional derivatives in the params (FGSM, latent
     # noise, sorting and covariances inside) vs central differences, float64.
     prior = make_gmm_prior(3, 3)
-    configs = [
-        ("gmm_dae", {}),
-        ("augmented", {}),
-        ("augmented", {"ks_pool": "union"}),
-        ("coupled", {}),
-        ("coupled", {"ks_pool": "union", "ks_weighting": "separate"}),
-    ]
+    # The option forms (union pool, separate weights) are sums of the code-level terms whose
+    # gradients tests/test_gmm_losses.py checks; here the three models' full objectives.
+    configs = [("gmm_dae", {}), ("augmented", {}), ("coupled", {})]
     losses = [G.gmm_dae_objective(dae, prior, v, **kw) for v, kw in configs]
     with jax.enable_x64(True):
         params = jax.tree.map(lambda a: a.astype(jnp.float64), dae.init(jax.random.key(3)))
