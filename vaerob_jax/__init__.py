@@ -5,7 +5,9 @@ Subpackages (each re-exports its public names with ``__all__``):
   models      VAEs and classifiers as pure functions over params pytrees
   objectives  batch-level training losses (β-ELBO, Eq. 2 of 000; cross-entropy; inner steps)
   attacks     composable, vmapped maximum-damage attacks (Eq. 4 of 000, Eq. 5 of 001)
-  robustness  Δc, summaries, neighbourhoods, r-robustness, Jacobian bounds, margins (001)
+  robustness  Δc, summaries, neighbourhoods, r-robustness, Jacobian bounds, margins (001),
+              MS-SSIM (003), natural / boundary / robust errors (004)
+  fairness    004's Gaussian-mixture theory, theorem checks, sampled mixtures
   train       one grid trainer for every model family, checkpoints, metrics
   sweeps      resumable grid execution, tidy tables
   report      figures and Markdown reports
@@ -15,6 +17,7 @@ Subpackages (each re-exports its public names with ``__all__``):
 from vaerob_jax import (
     attacks,
     data,
+    fairness,
     models,
     objectives,
     report,
@@ -30,6 +33,7 @@ __all__ = [
     "__version__",
     "attacks",
     "data",
+    "fairness",
     "models",
     "objectives",
     "report",

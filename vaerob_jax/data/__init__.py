@@ -33,6 +33,7 @@ from vaerob_jax.data.tfds_sources import (
     load_tfds,
     open_source,
 )
+from vaerob_jax.data.utkface import load_utkface
 from vaerob_jax.data.validate import check_eps, check_images
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "load_digits_dataset",
     "load_shapes",
     "load_tfds",
+    "load_utkface",
     "make_subgroups",
     "open_source",
     "register_dataset",

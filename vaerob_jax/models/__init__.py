@@ -17,6 +17,7 @@ from vaerob_jax.models.classifier import (
 )
 from vaerob_jax.models.dae import DeterministicAE, make_dae
 from vaerob_jax.models.distributions import DiagGaussian
+from vaerob_jax.models.gmm_prior import GMMPrior, make_gmm_prior
 from vaerob_jax.models.hierarchical import HIERARCHICAL_KINDS, HierarchicalVAE, make_hierarchical
 from vaerob_jax.models.protocol import (
     Autoencoder,
@@ -36,6 +37,7 @@ __all__ = [
     "ClassifierModel",
     "DeterministicAE",
     "DiagGaussian",
+    "GMMPrior",
     "HierarchicalVAE",
     "accuracy",
     "accuracy_by_group",
@@ -43,6 +45,7 @@ __all__ = [
     "check_classifier",
     "make_classifier",
     "make_dae",
+    "make_gmm_prior",
     "make_hierarchical",
     "make_vae",
     "predict",

@@ -1,5 +1,21 @@
-"""Robustness metrics: adversarial deviation, summaries, latent neighbourhoods, margins."""
+"""Robustness metrics: adversarial deviation, summaries, latent neighbourhoods, margins,
+image similarity and decision-boundary errors.
 
+000: Δc and companions (``deviation``), per-subgroup statistics (``stats``), neighbourhoods;
+001: r-robustness, Theorem 1's bound, margins (``r_robust``, ``jacobian``, ``margin``,
+``certificates``); 003: MS-SSIM, Fréchet distance of features; 004: natural / boundary /
+robust errors, parity violations, boundary distances (``boundary``).
+"""
+
+from vaerob_jax.robustness.boundary import (
+    bootstrap_errors,
+    error_decomposition,
+    linear_distance,
+    logit_margin,
+    parity_violations,
+    softmax_margin,
+)
+from vaerob_jax.robustness.certificates import make_margin_program
 from vaerob_jax.robustness.deviation import (
     DEVIATION_KINDS,
     NORMALIZATIONS,
@@ -10,6 +26,7 @@ from vaerob_jax.robustness.deviation import (
     perturbed_input,
     reconstruction_loss,
 )
+from vaerob_jax.robustness.frechet import frechet_distance
 from vaerob_jax.robustness.jacobian import (
     PROBES,
     encoder_jacobian,
@@ -28,6 +45,7 @@ from vaerob_jax.robustness.margin import (
     pgd_attack_fn,
     shifted_ball_probability,
 )
+from vaerob_jax.robustness.msssim import ms_ssim
 from vaerob_jax.robustness.neighbours import (
     NeighbourhoodPull,
     knn,
@@ -60,6 +78,15 @@ __all__ = [
     "PROBES",
     "RECON_KINDS",
     "adversarial_deviation",
+    "bootstrap_errors",
+    "error_decomposition",
+    "frechet_distance",
+    "linear_distance",
+    "logit_margin",
+    "make_margin_program",
+    "ms_ssim",
+    "parity_violations",
+    "softmax_margin",
     "AttackFn",
     "bootstrap_medians",
     "chi2_cdf",
