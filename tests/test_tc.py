@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+from tests.helpers_002 import random_params
 from vaerob_jax.models import make_vae
 from vaerob_jax.models.distributions import DiagGaussian
 from vaerob_jax.objectives.tc import (
@@ -240,7 +241,7 @@ def vae():
 @pytest.mark.parametrize("est", ["mws", "mss"])
 def test_beta_tcvae_at_beta_one_is_mc_negative_elbo(vae, tiny_images, est):
     """Spec §1.1/§4.5: the decomposition telescopes at β = 1 for any estimator."""
-    params = vae.init(jax.random.key(0))
+    params = random_params(vae, 0)
     xs, key = tiny_images[:8], jax.random.key(7)
     loss, aux = jax.jit(beta_tcvae_loss(vae, est, dataset_size=100))(
         params, {"x": xs}, key, {"beta": jnp.asarray(1.0)}
@@ -260,7 +261,7 @@ def test_beta_tcvae_at_beta_one_is_mc_negative_elbo(vae, tiny_images, est):
 
 
 def test_beta_tcvae_beta_enters_only_through_tc(vae, tiny_images):
-    params = vae.init(jax.random.key(0))
+    params = random_params(vae, 0)
     loss = jax.jit(beta_tcvae_loss(vae, "mss", dataset_size=64))
     batch, key = {"x": tiny_images[:8]}, jax.random.key(1)
     l1, aux = loss(params, batch, key, {"beta": jnp.asarray(1.0)})
@@ -275,11 +276,11 @@ def test_beta_tcvae_validates_sizes(vae, tiny_images):
         beta_tcvae_loss(vae, dataset_size=None)  # type: ignore[arg-type]
     loss = beta_tcvae_loss(vae, "mss", dataset_size=4)
     with pytest.raises(ValueError, match="smaller than the batch"):
-        loss(vae.init(jax.random.key(0)), {"x": tiny_images[:8]}, jax.random.key(0), {"beta": 1.0})
+        loss(random_params(vae, 0), {"x": tiny_images[:8]}, jax.random.key(0), {"beta": 1.0})
 
 
 def test_tc_decomposition_of_a_model_matches_sample_version(vae, tiny_images):
-    params = vae.init(jax.random.key(0))
+    params = random_params(vae, 0)
     key = jax.random.key(2)
     out = tc_decomposition(vae, params, tiny_images, key, batch_size=5)  # 16 = 3 chunks + 1
     enc = encode_chains(vae, params, tiny_images, jax.random.fold_in(key, 0), batch_size=5)
