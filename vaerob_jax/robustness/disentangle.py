@@ -226,7 +226,7 @@ def elbo_terms(model: Any, params: Any, x: jax.Array, key: jax.Array, n_draws: i
         recon, kl = jnp.mean(recon), jnp.mean(kl)
     else:
         q = model.posterior(params, x)
-        q = q[0] if isinstance(q, tuple) else q
+        q = q[0] if hasattr(model, "sample_chain") else q  # (DiagGaussian is itself a tuple)
 
         def draw(k):
             z = q.sample(jax.random.fold_in(k, 0))
