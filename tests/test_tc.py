@@ -15,6 +15,7 @@ from scipy.special import logsumexp
 from tests.helpers_002 import random_params
 from vaerob_jax.models import make_vae
 from vaerob_jax.models.distributions import DiagGaussian
+from vaerob_jax.models.hierarchical import make_hierarchical
 from vaerob_jax.objectives.tc import (
     aggregate_log_densities,
     beta_tcvae_loss,
@@ -274,6 +275,8 @@ def test_beta_tcvae_beta_enters_only_through_tc(vae, tiny_images):
 def test_beta_tcvae_validates_sizes(vae, tiny_images):
     with pytest.raises(ValueError, match="dataset_size must be an int"):
         beta_tcvae_loss(vae, dataset_size=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="single-layer"):
+        beta_tcvae_loss(make_hierarchical("mlp", (8, 8, 1), (4,), hidden=(32, 16)), dataset_size=9)
     loss = beta_tcvae_loss(vae, "mss", dataset_size=4)
     with pytest.raises(ValueError, match="smaller than the batch"):
         loss(random_params(vae, 0), {"x": tiny_images[:8]}, jax.random.key(0), {"beta": 1.0})

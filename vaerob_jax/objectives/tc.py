@@ -29,6 +29,9 @@ off by up to (D − 1) log N (exactly that for collapsed posteriors) and I by up
 offsets are constants, so MWS *gradients* train well, but its values are not estimates of I, TC
 or the dimension-wise KL. Report them with the full-data estimator :func:`tc_decomposition`
 (Chen's ``elbo_decomposition``): all N components, S ≤ 10,000 samples, streamed in chunks.
+
+(One file of ~500 lines: the minibatch estimators, the loss and the full-data estimator share
+their density helpers.)
 """
 
 from __future__ import annotations
@@ -196,6 +199,11 @@ def beta_tcvae_loss(model: Any, estimator: str = "mws", *, dataset_size: int) ->
       docstring — report :func:`tc_decomposition` instead).
     """
     check_estimator_sizes(2 if estimator == "mss" else 1, dataset_size, estimator)
+    if hasattr(model, "sample_chain"):
+        raise ValueError(
+            "beta_tcvae_loss is for single-layer VAEs; use objectives.hierarchical.seatbelt_loss "
+            "or tcdlgm_loss for a hierarchical model"
+        )
 
     def one(params, x, k):
         q = model.posterior(params, x)
@@ -333,6 +341,11 @@ def log_mixture_density(
     g_c = jnp.asarray(g_c)
     if g_s.shape != (z.shape[0],) or g_c.shape != (mean.shape[0],):
         raise ValueError("sample_groups must be (S,) and component_groups (N,)")
+    if sample_chunk < 1 or component_chunk < 1:
+        raise ValueError("sample_chunk and component_chunk must be >= 1")
+    # never pad a small data set up to a large chunk
+    sample_chunk = min(int(sample_chunk), z.shape[0])
+    component_chunk = min(int(component_chunk), mean.shape[0])
     return _mixture_impl(
         z, mean, logvar, g_s.astype(jnp.int32), g_c.astype(jnp.int32), sample_chunk, component_chunk
     )
@@ -362,6 +375,8 @@ def tc_decomposition_from_samples(
       'joint_entropy' (−E log q(z)); (D,) arrays 'dwkl_per_dim', 'marginal_entropies'.
     """
     n = z.shape[0]
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     s = min(int(n_samples), n)
     if s < n:
         if key is None:

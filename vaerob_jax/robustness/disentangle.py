@@ -123,6 +123,8 @@ def mig_from_samples(
         raise ValueError(f"codes must be (N, K) with N={n}, got {codes.shape}")
     if d < 2:
         raise ValueError("MIG compares the two most informative latent dims: it needs D >= 2")
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     s = min(int(n_samples), n)
     if s < n:
         if key is None:
@@ -321,8 +323,14 @@ def noise_robustness(
         raise ValueError(f"scales must be a 1-D array of values >= 0, got {scales}")
     images = jnp.asarray(images)
     keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(jnp.arange(images.shape[0]))
+    out = np.asarray(_noise_program(model, bool(clip), int(n_draws))(params, images, keys, scales))
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError("noise_robustness: non-finite log-likelihoods")
+    return out
 
-    @jax.jit
+
+@functools.lru_cache(maxsize=32)
+def _noise_program(model: Any, clip: bool, n_draws: int):
     def program(params, images, keys, scales):
         per_image = jax.vmap(
             lambda x, k, s: noise_log_likelihood(
@@ -332,10 +340,7 @@ def noise_robustness(
         )
         return jax.vmap(per_image, in_axes=(None, None, 0))(images, keys, scales)
 
-    out = np.asarray(program(params, images, keys, scales))
-    if not np.all(np.isfinite(out)):
-        raise FloatingPointError("noise_robustness: non-finite log-likelihoods")
-    return out
+    return jax.jit(program)
 
 
 # -- weight norms (Table 1) ------------------------------------------------------------------------
