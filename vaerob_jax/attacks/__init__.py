@@ -33,6 +33,14 @@ from vaerob_jax.attacks.objectives import (
 )
 from vaerob_jax.attacks.pgd import PGD_RULES, pgd
 from vaerob_jax.attacks.steps import RULES, adam_rule, lbfgs_rule, sign_rule
+from vaerob_jax.attacks.targeted import (
+    dlgm_latent_objective,
+    lambda_grid,
+    latent_objective,
+    output_objective,
+    sample_pairs,
+    seatbelt_latent_objective,
+)
 from vaerob_jax.attacks.threats import PENALTY_NORMS, Threat, ball, exact_norm, penalty
 
 __all__ = [
@@ -50,18 +58,24 @@ __all__ = [
     "Threat",
     "adam_rule",
     "ball",
+    "dlgm_latent_objective",
     "exact_norm",
+    "lambda_grid",
+    "latent_objective",
     "latent_damage",
     "lbfgs_rule",
     "loop_driver",
     "make_attack",
     "norm_of",
     "output_damage",
+    "output_objective",
     "penalty",
     "perturbed_input",
     "pgd",
     "project_l2_box",
     "run_attack",
+    "sample_pairs",
+    "seatbelt_latent_objective",
     "sign_rule",
     "validate_inputs",
 ]

@@ -26,6 +26,12 @@ from vaerob_jax.robustness.deviation import (
     perturbed_input,
     reconstruction_loss,
 )
+from vaerob_jax.robustness.disentangle import (
+    elbo_evaluation,
+    mutual_information_gap,
+    noise_robustness,
+    relative_weight_norm_change,
+)
 from vaerob_jax.robustness.frechet import frechet_distance
 from vaerob_jax.robustness.jacobian import (
     PROBES,
@@ -79,13 +85,17 @@ __all__ = [
     "RECON_KINDS",
     "adversarial_deviation",
     "bootstrap_errors",
+    "elbo_evaluation",
     "error_decomposition",
     "frechet_distance",
     "linear_distance",
     "logit_margin",
     "make_margin_program",
     "ms_ssim",
+    "mutual_information_gap",
+    "noise_robustness",
     "parity_violations",
+    "relative_weight_norm_change",
     "softmax_margin",
     "AttackFn",
     "bootstrap_medians",
