@@ -116,3 +116,20 @@ def test_columns_json_join_filter(tmp_path):
     assert filter_rows(right, beta=5) == [right[0] | {"beta": np.float32(5.0)}]
     with pytest.raises(ValueError, match="duplicate key"):
         join_rows(rows, right + right, on=["beta", "id"])
+
+
+def test_same_value_is_the_one_equality_for_grid_and_table_values():
+
+    from vaerob_jax.sweeps.grid import same_value
+
+    # float32 rows and CSV text match the float64 grid value they came from
+    assert same_value(np.float32(0.1), 0.1)
+    assert same_value("0.1", 0.1) and same_value(0.1, "0.1")
+    assert same_value(5, 5.0) and same_value(np.int64(3), 3.0)
+    # but a different value, even close, does not
+    assert not same_value(0.1, 0.1001)
+    assert not same_value(1e-7, 2e-7)
+    # text compares as text, and text that is not a number never equals a number
+    assert same_value("young-men", "young-men") and not same_value("young-men", "old-men")
+    assert not same_value("young-men", 0.1)
+    assert not same_value(None, 0.1)

@@ -185,6 +185,6 @@ def test_log_progress_prints_eta(tmp_path, capsys):
     run_grid(SPEC, Counter(), ResultStore(tmp_path), progress="log", log_every_s=0.0)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 + len(SPEC)
-    assert lines[0].startswith("[run_grid] 0/6 cells done (0 resumed)") and "ETA ?" in lines[0]
-    assert lines[-1].startswith("[run_grid] 6/6 cells done") and lines[-1].endswith("ETA 0s")
+    assert lines[0].startswith("[run_grid] 0/6 cells (0 resumed)") and "ETA ?" in lines[0]
+    assert lines[-1].startswith("[run_grid] 6/6 cells") and lines[-1].endswith("ETA 0s")
     assert format_duration(3723) == "1h02m03s" and format_duration(65) == "1m05s"

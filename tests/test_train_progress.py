@@ -7,9 +7,10 @@ import io
 import numpy as np
 import pytest
 
-from vaerob_jax.train import MetricsLog, ProgressReporter, read_metrics
+from vaerob_jax.sweeps import progress as progress_module
+from vaerob_jax.sweeps.progress import Progress
+from vaerob_jax.train import MetricsLog, read_metrics
 from vaerob_jax.train import plots as plots_module
-from vaerob_jax.train import progress as progress_module
 
 METRICS = ("loss", "recon", "kl")
 GRID = {"beta": [1.0, 5.0], "seed": [0, 0]}
@@ -59,21 +60,32 @@ def test_progress_lines_report_eta(monkeypatch):
     clock = iter([100.0, 110.0, 112.0, 120.0])  # start, then one reading per printed update
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
     stream = io.StringIO()  # not a TTY: periodic lines instead of a bar
-    rep = ProgressReporter(total=20, start=10, stream=stream, min_interval_s=5.0)
-    rep.update(12, np.array([3.0, 4.0]))  # 10 s for 2 steps: 5 s/step, 8 left -> eta 40 s
+    rep = Progress(20, done=10, desc="train", unit="steps", stream=stream, min_interval_s=5.0)
+    rep.update(12, "loss 3..4")  # 10 s for 2 steps: 5 s/step, 8 left -> ETA 40 s
     rep.update(13)  # only 2 s later: throttled
-    rep.update(20, np.array([1.0, 2.0]))  # the last step is always printed
+    rep.update(20)  # the last step is always printed
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
-    assert "step 12/20" in lines[0] and "eta 40.0s" in lines[0] and "loss 3..4" in lines[0]
-    assert "step 20/20" in lines[1] and "eta 0.0s" in lines[1]
+    assert lines[0] == "[train] 12/20 steps (10 resumed), elapsed 10s, ETA 40s, loss 3..4"
+    assert lines[1].startswith("[train] 20/20 steps") and lines[1].endswith("ETA 0s")
+
+
+def test_progress_emits_through_a_logger_and_rejects_unknown_modes():
+    got: list[str] = []
+    rep = Progress(4, unit="model·examples", mode="log", min_interval_s=0.0, emit=got.append)
+    rep.advance(1)
+    rep.advance(3)
+    assert len(got) == 2 and got[0].startswith("1/4 model·examples (0 resumed)")
+    assert got[1].endswith("ETA 0s")
+    with pytest.raises(ValueError, match="progress must be"):
+        Progress(4, mode="loud")
 
 
 def test_progress_disabled_is_silent():
     stream = io.StringIO()
-    rep = ProgressReporter(total=5, enabled=False, stream=stream)
+    rep = Progress(5, mode=False, stream=stream)
     for s in range(1, 6):
-        rep.update(s, np.array([1.0]))
+        rep.update(s, "loss 1..1")
     rep.close()
     assert stream.getvalue() == ""
 

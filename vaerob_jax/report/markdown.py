@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vaerob_jax.sweeps.grid import same_value
 from vaerob_jax.sweeps.tables import Table, as_rows, atomic_write_bytes, columns_of, require_columns
 
 
@@ -160,8 +161,8 @@ def reading_highest_median(
     sel = [
         r
         for r in rows_
-        if math.isclose(float(r["beta"]), float(beta), rel_tol=1e-6)
-        and math.isclose(float(r["eps"]), float(eps), rel_tol=1e-6)
+        if same_value(r["beta"], beta)
+        and same_value(r["eps"], eps)
         and r[value] is not None
         and not math.isnan(float(r[value]))
     ]

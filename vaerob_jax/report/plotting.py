@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from vaerob_jax.sweeps.grid import same_value
 from vaerob_jax.sweeps.tables import Row, Table, as_rows, atomic_write_with, require_columns
 
 SUMMARY_COLUMNS = ("beta", "eps", "subgroup", "median", "ci_low", "ci_high")
@@ -124,13 +125,6 @@ def uniq_sorted(values: Sequence[Any]) -> list[Any]:
         return sorted(vals, key=float)
     except (TypeError, ValueError):
         return sorted(vals, key=str)
-
-
-def same_value(a: Any, b: Any) -> bool:
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-6)
-    except (TypeError, ValueError):
-        return a == b
 
 
 def select_rows(rows: list[Row], column: str, value: Any, what: str) -> tuple[list[Row], Any]:

@@ -8,8 +8,15 @@ commit a non-finite result (see ``vaerob_jax.sweeps.store`` for the guarantees);
 
 from vaerob_jax.sweeps.checks import NonFiniteResultError, check_finite
 from vaerob_jax.sweeps.digest import bytes_digest, leaf_digests, params_digest, stack_digests
-from vaerob_jax.sweeps.execute import format_duration, run_grid
-from vaerob_jax.sweeps.grid import Cell, GridSpec, canonical_value, cell_key, format_value
+from vaerob_jax.sweeps.execute import run_grid
+from vaerob_jax.sweeps.grid import (
+    Cell,
+    GridSpec,
+    canonical_value,
+    cell_key,
+    format_value,
+    same_value,
+)
 from vaerob_jax.sweeps.output import (
     OutputDirError,
     OutputLock,
@@ -17,6 +24,7 @@ from vaerob_jax.sweeps.output import (
     check_output_dir,
     lock_output,
 )
+from vaerob_jax.sweeps.progress import format_duration
 from vaerob_jax.sweeps.store import (
     CellRecomputeWarning,
     CellResult,
@@ -69,6 +77,7 @@ __all__ = [
     "read_json",
     "require_columns",
     "run_grid",
+    "same_value",
     "stack_digests",
     "to_columns",
     "write_csv",

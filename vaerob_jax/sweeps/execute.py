@@ -9,17 +9,13 @@ ETA elsewhere.
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from vaerob_jax.sweeps.checks import DigestSpec, NonFiniteResultError, digest_for
-from vaerob_jax.sweeps.grid import Cell, GridSpec, format_value
+from vaerob_jax.sweeps.grid import Cell, GridSpec, same_value
+from vaerob_jax.sweeps.progress import Progress, format_duration
 from vaerob_jax.sweeps.store import CellRecomputeWarning, CellResult, ResultStore
 from vaerob_jax.sweeps.tables import Row, as_rows
 
@@ -46,92 +42,11 @@ def _normalize(result: Any, cell: Cell, add_axis_columns: bool) -> CellResult:
             for name, value in cell.items:
                 if name not in r:
                     r[name] = value
-                elif not _same_value(r[name], value):
+                elif not same_value(r[name], value):
                     raise ValueError(
                         f"compute_fn returned a row with {name}={r[name]!r} for cell {cell.key!r}"
                     )
     return CellResult(rows_, None if arrays is None else dict(arrays))
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    """Equal as grid values; floats to float32 precision (rows often come from float32 math)."""
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
-        except (TypeError, ValueError):
-            return False
-    try:
-        return format_value(a) == format_value(b)
-    except ValueError:
-        return str(a) == str(b)
-
-
-def format_duration(seconds: float) -> str:
-    """``'1h02m03s'``, ``'4m05s'`` or ``'12s'``; ``'?'`` when unknown."""
-    if not np.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = round(seconds)
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m{sec:02d}s"
-    if m:
-        return f"{m}m{sec:02d}s"
-    return f"{sec}s"
-
-
-class _Progress:
-    """tqdm on a terminal; otherwise periodic lines with the ETA (e.g. in CI logs)."""
-
-    def __init__(self, total: int, resumed: int, mode: bool | str, log_every_s: float):
-        self.total, self.resumed, self.finished = total, resumed, resumed
-        self.start = time.monotonic()
-        self.last_line = -np.inf
-        self.log_every_s = log_every_s
-        if mode is True or mode == "auto":
-            mode = "tqdm" if sys.stderr.isatty() else "log"
-        self.mode = mode or "off"
-        if self.mode not in ("tqdm", "log", "off"):
-            raise ValueError(f"progress must be bool, 'auto', 'tqdm' or 'log', got {mode!r}")
-        self.bar = None
-        if self.mode == "tqdm":
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=resumed, desc="grid cells", unit="cell")
-        elif self.mode == "log":
-            self._line(force=True)
-
-    def eta(self) -> float:
-        computed = self.finished - self.resumed
-        remaining = self.total - self.finished
-        if remaining == 0:
-            return 0.0
-        if computed == 0:
-            return float("nan")
-        return (time.monotonic() - self.start) / computed * remaining
-
-    def _line(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_line < self.log_every_s:
-            return
-        self.last_line = now
-        print(
-            f"[run_grid] {self.finished}/{self.total} cells done ({self.resumed} resumed), "
-            f"elapsed {format_duration(now - self.start)}, ETA {format_duration(self.eta())}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def update(self, n: int) -> None:
-        self.finished += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.mode == "log":
-            self._line(force=self.finished == self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def run_grid(
@@ -206,7 +121,15 @@ def run_grid(
             )
     pending_groups = [[c for c in g if status[c.key] != "done"] for g in groups]
     n_pending = sum(len(g) for g in pending_groups)
-    prog = _Progress(len(spec), len(spec) - n_pending, progress, log_every_s)
+    prog = Progress(
+        len(spec),
+        done=len(spec) - n_pending,
+        desc="run_grid",
+        unit="cells",
+        mode=progress,
+        min_interval_s=log_every_s,
+        first_line=True,
+    )
     try:
         for cells in pending_groups:
             if not cells:
@@ -241,7 +164,7 @@ def run_grid(
                     )
                 except NonFiniteResultError as err:
                     failed.append(err)
-            prog.update(len(cells) - len(failed))
+            prog.advance(len(cells) - len(failed))
             if failed:
                 raise NonFiniteResultError(
                     "\n".join(str(e) for e in failed) if len(failed) > 1 else str(failed[0])

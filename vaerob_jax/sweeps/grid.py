@@ -73,6 +73,36 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two grid or table values are the same value.
+
+    Numbers compare to float32 precision (``rel_tol=1e-6``), because rows often come from
+    float32 math and CSV round trips; everything else compares by its canonical text. This is
+    the one equality every table filter, grid match and figure selection uses.
+
+    Example:
+      >>> same_value(np.float32(0.1), 0.1), same_value(5, 5.0), same_value("a", "b")
+      (True, True, False)
+    """
+    if _is_number(a) and _is_number(b):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
+    if _is_number(a) or _is_number(b):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
+        except (TypeError, ValueError):
+            return False
+    try:
+        return format_value(a) == format_value(b)
+    except (TypeError, ValueError):
+        return bool(a == b)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One point of a grid: ``(axis name, value)`` pairs in the grid's axis order."""

@@ -132,14 +132,9 @@ def join_rows(left: Table, right: Table, on: Sequence[str], *, how: str = "inner
 
 def filter_rows(rows: Sequence[Mapping[str, Any]], **equal: Any) -> list[Row]:
     """Rows whose columns equal the given values (floats compared canonically)."""
-    from vaerob_jax.sweeps.grid import format_value
+    from vaerob_jax.sweeps.grid import same_value
 
-    def same(a: Any, b: Any) -> bool:
-        if _is_number(a) and _is_number(b):
-            return format_value(a) == format_value(b)
-        return bool(a == b)
-
-    return [dict(r) for r in rows if all(same(r.get(k), v) for k, v in equal.items())]
+    return [dict(r) for r in rows if all(same_value(r.get(k), v) for k, v in equal.items())]
 
 
 def _is_number(v: Any) -> bool:

@@ -13,7 +13,7 @@ from vaerob_jax.train.config import BATCH_SAMPLINGS, MODEL_AXES, OPTIMIZERS, Tra
 from vaerob_jax.train.fingerprint import grid_fingerprint
 from vaerob_jax.train.grid import batch_indices, make_grid
 from vaerob_jax.train.plots import plot_loss_curves
-from vaerob_jax.train.progress import MetricsLog, ProgressReporter, read_metrics
+from vaerob_jax.train.progress import MetricsLog, read_metrics
 from vaerob_jax.train.steps import resolve_model_axis
 from vaerob_jax.train.trainer import TrainResult, train_grid
 
@@ -24,7 +24,6 @@ __all__ = [
     "CheckpointError",
     "GridCheckpointer",
     "MetricsLog",
-    "ProgressReporter",
     "TrainConfig",
     "TrainResult",
     "batch_indices",

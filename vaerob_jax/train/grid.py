@@ -21,7 +21,6 @@ and batches (common random numbers), so β comparisons are not confounded by the
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax.data.validate import check_images
+from vaerob_jax.sweeps.grid import same_value
 
 __all__ = [
     "TrainGrid",
@@ -300,8 +300,5 @@ def float_or_int(value: Any) -> float | int:
 
 
 def is_close_row(row: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
-    """Whether a grid row matches every queried value (floats compared with isclose)."""
-    return all(
-        name in row and math.isclose(float(row[name]), float(v), rel_tol=1e-9, abs_tol=1e-12)
-        for name, v in query.items()
-    )
+    """Whether a grid row matches every queried value (numbers to float32 precision)."""
+    return all(name in row and same_value(row[name], v) for name, v in query.items())

@@ -1,4 +1,4 @@
-"""Progress display and the tidy metrics log of a training grid.
+"""The tidy metrics log of a training grid (the progress display is ``sweeps.progress``).
 
 ``metrics.csv`` has one row per logged step and model (tidy form): the columns are
 ``step, model, <grid names>, loss, <aux metric names>, elapsed_s``, e.g. for the β-ELBO grid
@@ -10,15 +10,13 @@ logged again), so the file never holds a step twice.
 from __future__ import annotations
 
 import csv
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-__all__ = ["INT_COLUMNS", "MetricsLog", "ProgressReporter", "metric_columns", "read_metrics"]
+__all__ = ["INT_COLUMNS", "MetricsLog", "metric_columns", "read_metrics"]
 
 # Columns read back as ints; every other column is a float ('' reads as NaN).
 INT_COLUMNS = ("step", "model", "seed")
@@ -121,63 +119,3 @@ class MetricsLog:
 
 def _text(value: Any, integer: bool) -> str:
     return str(int(value)) if integer else repr(float(value))
-
-
-class ProgressReporter:
-    """A tqdm bar on a terminal, periodic lines with an ETA otherwise, nothing when disabled.
-
-    Args:
-      total: the final step.
-      start: the step training starts from (non-zero when resuming).
-      enabled: False silences everything.
-      stream: where to write (default stderr); lines are used when it is not a TTY.
-      min_interval_s: minimum seconds between two progress lines.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        start: int = 0,
-        enabled: bool = True,
-        stream: TextIO | None = None,
-        min_interval_s: float = 5.0,
-    ):
-        self.total, self.start = total, start
-        self.enabled = enabled
-        self.stream = sys.stderr if stream is None else stream
-        self.min_interval_s = min_interval_s
-        self.t0 = time.perf_counter()
-        self._last_line = -float("inf")
-        self._bar = None
-        if enabled and self.stream.isatty():
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, initial=start, desc="train", file=self.stream)
-
-    def update(self, step: int, loss: np.ndarray | None = None) -> None:
-        """Reports that ``step`` steps are done; ``loss`` (K,) is shown when given."""
-        if not self.enabled:
-            return
-        summary = "" if loss is None else f"loss {np.min(loss):.4g}..{np.max(loss):.4g}"
-        if self._bar is not None:
-            self._bar.update(step - self._bar.n)
-            if summary:
-                self._bar.set_postfix_str(summary, refresh=False)
-            return
-        now = time.perf_counter()
-        if now - self._last_line < self.min_interval_s and step < self.total:
-            return
-        self._last_line = now
-        elapsed = now - self.t0
-        done = step - self.start
-        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
-        print(
-            f"[train] step {step}/{self.total} ({100.0 * step / self.total:.0f}%) "
-            f"elapsed {elapsed:.1f}s eta {eta:.1f}s {summary}".rstrip(),
-            file=self.stream,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaerob_jax.sweeps.progress import Progress
 from vaerob_jax.train.checkpoint import CheckpointError, GridCheckpointer
 from vaerob_jax.train.config import TrainConfig
 from vaerob_jax.train.fingerprint import grid_fingerprint
@@ -39,7 +40,7 @@ from vaerob_jax.train.grid import (
     prepare_data,
     resolve_grid,
 )
-from vaerob_jax.train.progress import MetricsLog, ProgressReporter
+from vaerob_jax.train.progress import MetricsLog
 from vaerob_jax.train.steps import init_stack, step_program, step_settings
 
 __all__ = ["TrainResult", "train_grid"]
@@ -293,7 +294,7 @@ def train_grid(
             resume_step=start,
         )
         history: dict[str, list[Any]] = {"step": [], **{m: [] for m in metric_names}}
-        reporter = ProgressReporter(config.steps, start, enabled=progress)
+        reporter = Progress(config.steps, done=start, desc="train", unit="steps", mode=progress)
         cleanup.callback(reporter.close)
         t_loop = time.perf_counter()
         for s in range(start, config.steps):
@@ -309,7 +310,8 @@ def train_grid(
                 for name in metric_names:
                     history[name].append(host[name])
                 metrics_log.append(done, host, time.perf_counter() - t_loop)
-                reporter.update(done, host["loss"])
+                loss = host["loss"]
+                reporter.update(done, f"loss {np.min(loss):.4g}..{np.max(loss):.4g}")
             else:
                 reporter.update(done)
             if checkpointer is not None and (

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from vaerob_jax.studies.margins.config import (
 )
 from vaerob_jax.studies.runner import CellPlan, StudyRun
 from vaerob_jax.sweeps import GridSpec, ResultStore, read_json
+from vaerob_jax.sweeps.progress import Progress
 from vaerob_jax.train import CheckpointError, make_grid, train_grid
 
 __all__ = ["MarginInputs", "MarginStudy", "prepare_margin_inputs"]
@@ -208,7 +207,13 @@ class MarginStudy:
         scalars = tuple(jnp.asarray(v, jnp.float32) for v in (config.r, config.m, config.r_max))
         sample = inputs.sample
         images, ids = sample.images, np.asarray(sample.example_ids)
-        counter = _ProgressLines(len(spec) * len(sample), run)
+        counter = Progress(
+            len(spec) * len(sample),
+            unit="model·examples",
+            mode="log" if run.progress else "off",
+            min_interval_s=10.0,
+            emit=run.log,
+        )
 
         def compute(cell: Any) -> list[dict[str, Any]]:
             beta, tau = float(cell["beta"]), float(cell["tau"])
@@ -221,7 +226,7 @@ class MarginStudy:
                 key,
                 (*scalars, jnp.asarray(tau, jnp.float32)),
                 config.chunk_size,
-                counter.tick,
+                counter.advance,
             )
             return rows_for_model(beta, tau, sample, res)
 
@@ -251,20 +256,3 @@ class MarginStudy:
         )
         results = write_tables_and_figures(config, inputs, rows, run)
         return report_sections(config, rows, results, run)
-
-
-class _ProgressLines:
-    """Model·example progress with rate and ETA, at most one line per 10 s."""
-
-    def __init__(self, total: int, run: StudyRun):
-        self.total, self.done, self.run = total, 0, run
-        self.t0 = self.last = time.perf_counter()
-
-    def tick(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.run.progress and (now - self.last > 10.0 or self.done >= self.total):
-            rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            self.run.log(f"{self.done}/{self.total} model·examples, {rate:.2f}/s, ETA {eta:.0f}s")
-            self.last = now
