@@ -1,22 +1,19 @@
 """The benchmark suite runs end to end on tiny shapes and reports sane, self-consistent numbers
-(timings themselves are checked by running `make bench`, not by unit tests)."""
+(timings themselves are checked by running `make bench`, not by unit tests). One test per
+benchmark, so the test workers share them out."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
 import pytest
 
+from benchmarks.run_all import BENCHMARKS
 
-@pytest.mark.slow
-def test_run_all_quick_writes_every_report(tmp_path):
-    from benchmarks.run_all import BENCHMARKS, main
 
-    assert main(["--quick", "--out", str(tmp_path)]) == 0
-    reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in BENCHMARKS}
-
-    attacks = reports["bench_attacks"]
+def _check_attacks(attacks: dict) -> None:
     assert attacks["matmul_peak_gflops"] > 0
     for case in attacks["cases"].values():
         for driver in case.values():
@@ -24,19 +21,59 @@ def test_run_all_quick_writes_every_report(tmp_path):
                 assert driver["image_steps_per_s"] > 0
     assert attacks["ynn_flag"]["speedup"] > 0
 
-    strength = reports["bench_attack_strength"]
+
+def _check_strength(strength: dict) -> None:
     steps = [r["steps"] for r in strength["rows"] if r["attack"] == "pgd_sign"]
     assert steps == sorted(steps)
     assert all(r["median_delta_c"] >= 0 for r in strength["rows"])
     reach = strength["steps_to_reach_reference_median"]
     assert reach is None or reach in steps
 
-    train = reports["bench_train"]
+
+def _check_train(train: dict) -> None:
     assert all(v > 0 for v in train["examples_models_per_s"].values())
 
-    margins = reports["bench_margins"]
+
+def _check_margins(margins: dict) -> None:
     exact = margins["jac_fro_exact"]
     assert exact["per_example_ms"] > 0 and not math.isnan(exact["per_example_ms"])
     assert math.isclose(
         exact["per_latent_dim_ms"] * margins["latent_dim"], exact["per_example_ms"], rel_tol=1e-6
     )
+
+
+CHECKS = {
+    "bench_attacks": _check_attacks,
+    "bench_attack_strength": _check_strength,
+    "bench_train": _check_train,
+    "bench_margins": _check_margins,
+}
+
+
+def test_every_benchmark_has_a_check():
+    assert set(CHECKS) == set(BENCHMARKS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_quick_benchmark_writes_a_sane_report(name, tmp_path):
+    module = importlib.import_module(f"benchmarks.{name}")
+    out = tmp_path / f"{name}.json"
+    extra = ["--workdir", str(tmp_path / "model")] if name == "bench_attack_strength" else []
+    module.main(["--quick", "--out", str(out), *extra])
+    CHECKS[name](json.loads(out.read_text()))
+
+
+def test_run_all_runs_the_chosen_benchmarks(tmp_path, monkeypatch):
+    import benchmarks.run_all as run_all
+
+    calls = []
+    monkeypatch.setattr(
+        run_all.importlib,
+        "import_module",
+        lambda n: type("M", (), {"main": staticmethod(lambda argv, n=n: calls.append((n, argv)))}),
+    )
+    assert run_all.main(["--quick", "--out", str(tmp_path), "--only", "bench_train"]) == 0
+    assert calls == [
+        ("benchmarks.bench_train", ["--quick", "--out", str(tmp_path / "bench_train.json")])
+    ]

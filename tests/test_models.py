@@ -22,15 +22,17 @@ SHAPES = {
 def test_shapes_and_ranges(backbone):
     shape = SHAPES[backbone]
     model = make_vae(backbone, shape, latent_dim=5)
-    params = model.init(jax.random.key(0))
+    # jitted: eager op-by-op dispatch of the 64x64 nets costs ~20 s of per-op compiles here
+    params = jax.jit(model.init)(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, *shape))
-    mu, logvar = model.posterior(params, x)
+    posterior, reconstruct = jax.jit(model.posterior), jax.jit(model.reconstruct)
+    mu, logvar = posterior(params, x)
     assert mu.shape == (2, 5) and logvar.shape == (2, 5)
-    recon = model.reconstruct(params, x)
+    recon = reconstruct(params, x)
     assert recon.shape == (2, *shape)
     assert float(recon.min()) >= 0.0 and float(recon.max()) <= 1.0
     # One example and a batch agree.
-    mu0, logvar0 = model.posterior(params, x[0])
+    mu0, logvar0 = posterior(params, x[0])
     np.testing.assert_allclose(mu0, mu[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(logvar0, logvar[0], rtol=1e-5, atol=1e-5)
 
@@ -38,7 +40,7 @@ def test_shapes_and_ranges(backbone):
 def test_ref64_flattens_to_1024_features():
     # REFERENCE_NOTES: unpadded convs take 64x64 to 2x2x256 = 1024 features before the heads.
     model = make_vae("ref64", (64, 64, 3), latent_dim=7)
-    params = model.init(jax.random.key(0))
+    params = jax.eval_shape(model.init, jax.random.key(0))
     assert params["encoder"]["GaussianHead_0"]["mu"]["kernel"].shape == (1024, 7)
 
 
