@@ -66,12 +66,33 @@ def test_tables_have_the_promised_shape(study):
             for eps in CANON.eps
         }
         assert mean_dc[max(CANON.eps)] > mean_dc[min(CANON.eps)]
+    # Disparities against the reference fixed in advance, Holm-adjusted within each cell,
+    # and the omnibus test whose statistic is recomputed here from deviation.csv.
+    from vaerob_jax.robustness import holm
+
+    disp = read_csv(paths["disparity"])
+    assert {r["reference"] for r in disp} == {"young-women"}  # all equal size: first in order
+    omni = read_csv(paths["disparity_omnibus"])
+    assert len(omni) == n_cells
+    for o in omni:
+        cell = [r for r in dev if (r["beta"], r["eps"]) == (o["beta"], o["eps"])]
+        meds = {
+            g: np.median([r["delta_c"] for r in cell if r["subgroup"] == g])
+            for g in {r["subgroup"] for r in cell}
+        }
+        np.testing.assert_allclose(o["statistic"], max(meds.values()) - min(meds.values()))
+        assert o["highest"] == max(meds, key=meds.get) and 0 < o["p_value"] <= 1
+        pair = [d for d in disp if (d["beta"], d["eps"]) == (o["beta"], o["eps"])]
+        raw = [d["p_value"] for d in pair if d["subgroup"] != d["reference"]]
+        adj = [d["p_holm"] for d in pair if d["subgroup"] != d["reference"]]
+        np.testing.assert_allclose(adj, holm(raw))
     acc = read_csv(paths["classifier_accuracy"])
     assert {r["input"] for r in acc} == {"clean", "recon", "adv_recon"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in acc)
     nb = read_csv(paths["neighbours"])
     assert all(0.0 <= r["other_share_clean"] <= 1.0 for r in nb)
     report = paths["report"].read_text()
+    assert "omnibus p=" in report and "Holm" in report
     for name in ("deviation_distributions_by_subgroup.png", "median_deviation_vs_eps.png"):
         assert name in report and (out / "figures" / name).stat().st_size > 1000
 
@@ -134,6 +155,7 @@ def test_bad_config_is_rejected_before_anything_runs(change, message):
         ({"n_per_subgroup": 100}, "old-women"),
         ({"subgroups": ("Young", "Bald")}, "Bald"),
         ({"eps": (float("nan"),)}, "eps"),
+        ({"disparity_reference": "old_women"}, "disparity_reference 'old_women'"),
     ],
 )
 def test_bad_config_fails_before_training(change, message, tmp_path, monkeypatch):

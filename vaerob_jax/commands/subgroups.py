@@ -47,6 +47,8 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "deviation_kind": (str, "Δc form: l2 (Eq. 5) or mean_abs (reference notebooks)"),
     "classifier_steps": (int, "attribute-classifier training steps (0: skip)"),
     "knn_k": (int, "latent neighbours per example"),
+    "n_perm": (int, "permutations of each disparity test"),
+    "disparity_reference": (str, "pairwise disparities against: 'largest' or a subgroup name"),
     "seed": (int, "the run's seed"),
 }
 

@@ -143,6 +143,7 @@ def reading_highest_median(
     *,
     baseline: str | None = None,
     p_value: float | None = None,
+    p_label: str = "p",
     value: str = "median",
     quantity: str = "median Δc",
 ) -> str:
@@ -151,7 +152,8 @@ def reading_highest_median(
     Example output: ``"old-women have the highest median Δc at β=1, ε=0.1: 0.42 [95% CI
     0.35, 0.5] (1.8× young-men, 0.23; p=0.003)"``. The comparison is to ``baseline`` or, by
     default, to the subgroup with the lowest median. A CI is quoted when ``ci_low`` /
-    ``ci_high`` are present; ties at the top are named.
+    ``ci_high`` are present; ties at the top are named. ``p_label`` names the quoted p-value
+    (e.g. ``"omnibus p"`` for a test that accounts for picking the top group from the data).
 
     Raises:
       ValueError: missing columns, no rows at (β, ε), or an unknown baseline.
@@ -189,8 +191,8 @@ def reading_highest_median(
     if base is not top and not ties:
         b = float(base[value])
         ratio = f"{float(top[value]) / b:.2g}×" if b > 0 else "vs"
-        extra = f"; p={p_value:.2g}" if p_value is not None else ""
+        extra = f"; {p_label}={p_value:.2g}" if p_value is not None else ""
         text += f" ({ratio} {base['subgroup']}, {b:.3g}{extra})"
     elif p_value is not None:
-        text += f" (p={p_value:.2g})"
+        text += f" ({p_label}={p_value:.2g})"
     return text

@@ -7,10 +7,18 @@ just a different ``groups`` array. We add what the paper's box plots leave impli
 * :func:`summarize`: n, median, quartiles, IQR, mean and a percentile-bootstrap confidence
   interval of the MEDIAN per group. All resamples of a group are drawn at once
   (``(n_boot, n)`` index matrix), never one Python iteration per resample.
-* :func:`disparity`: per group, the ratio of its median to that of a reference group (by
-  default the most robust one = lowest median Δc) and a two-sided permutation-test p-value
-  for the difference of medians, with all permutations drawn at once (or enumerated exactly
-  when there are few enough).
+* :func:`median_range_test`: the omnibus test of "every group has the same distribution",
+  whose statistic is the spread max − min of the group medians, recomputed — groups
+  re-selected — on every permutation of ALL group labels. Because the permutation null
+  includes the choice of which groups are highest and lowest, its p-value is valid for the
+  headline "group A has the highest median, group B the lowest" read off the same data
+  (the two-sample p-value of A against B is not: 4 equal groups of 64 give p < 0.05 in about
+  23 % of null trials).
+* :func:`disparity`: per group, the ratio of its median to that of a reference group fixed in
+  advance (by default the largest group) and a two-sided permutation-test p-value for the
+  difference of medians, raw and Holm-adjusted over the family of comparisons (all
+  permutations drawn at once, or enumerated exactly when there are few enough).
+* :func:`holm`: Holm's step-down adjustment, controlling the family-wise error rate.
 
 Everything is seeded (``key_or_seed``: an int, a ``numpy.random.Generator`` or a JAX key)
 and deterministic; reductions are the LAST step, after the compiled per-example metrics.
@@ -29,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_medians", "disparity", "permutation_test_median", "summarize"]
+__all__ = [
+    "bootstrap_medians",
+    "disparity",
+    "holm",
+    "median_range_test",
+    "permutation_test_median",
+    "summarize",
+]
 
 # Upper bound on the number of array elements materialised at once by the vectorised
 # bootstrap/permutation draws (chunks of whole resamples beyond that).
@@ -228,7 +243,7 @@ def disparity(
     values: Any,
     groups: Any,
     key_or_seed: Any,
-    reference: Hashable = "most_robust",
+    reference: Hashable = "largest",
     n_perm: int = 10000,
     *,
     names: Sequence[str] | None = None,
@@ -237,14 +252,18 @@ def disparity(
 ) -> list[dict[str, Any]]:
     """Robustness disparity of each group relative to a reference group (§6.1 of 000).
 
-    Lower Δc means more robust, so the default reference is the group with the LOWEST median;
-    a ratio of 1.8 then reads "this group's median deviation is 1.8× the most robust group's".
+    Lower Δc means more robust; a ratio of 1.8 reads "this group's median deviation is 1.8×
+    the reference group's". The reference must be fixed before looking at the values for the
+    p-values to mean what they say: ``"largest"`` (the group with the most examples, ties to
+    the first in ``order``) or a named group. ``"most_robust"`` (the lowest median) picks the
+    reference FROM the data; its p-values are then not selection-aware (use
+    :func:`median_range_test` for the headline) and are kept only for exploration.
 
     Args:
       values: per-example metric ``(N,)`` (Δc of Eq. 5 of 000), finite.
       groups: group label per example ``(N,)``.
       key_or_seed: seed of the permutation test (each group gets its own child stream).
-      reference: ``"most_robust"`` (lowest median) or a group label (a name when ``names``
+      reference: ``"largest"``, ``"most_robust"`` or a group label (a name when ``names``
         is given, else a value occurring in ``groups``).
       n_perm: permutations per comparison.
       names: optional names indexed by integer group id.
@@ -252,9 +271,10 @@ def disparity(
       method: permutation method, see :func:`permutation_test_median`.
 
     Returns:
-      Rows ``{"group", "n", "median", "reference", "ratio", "difference", "p_value"}``;
-      ``ratio = median / median_ref`` (inf if the reference median is 0 and this one is
-      not); the reference's own row has ratio 1, difference 0 and p_value NaN.
+      Rows ``{"group", "n", "median", "reference", "ratio", "difference", "p_value",
+      "p_holm"}``; ``ratio = median / median_ref`` (inf if the reference median is 0 and this
+      one is not); ``p_holm`` is Holm-adjusted over the ``len(groups) − 1`` comparisons; the
+      reference's own row has ratio 1, difference 0 and NaN p-values.
     """
     v, g, labels = _validate(values, groups, names, order)
     if len(labels) < 2:
@@ -262,6 +282,8 @@ def disparity(
     medians = {lab: float(np.median(v[g == lab])) for lab in labels}
     if reference == "most_robust":
         ref = min(labels, key=lambda lab: (medians[lab], labels.index(lab)))
+    elif reference == "largest":
+        ref = max(labels, key=lambda lab: (int(np.sum(g == lab)), -labels.index(lab)))
     else:
         display = [_label(lab, names) for lab in labels]
         if reference not in display:
@@ -290,4 +312,99 @@ def disparity(
                 "p_value": p,
             }
         )
+    others = [i for i, r in enumerate(rows) if not math.isnan(r["p_value"])]
+    adjusted = holm([rows[i]["p_value"] for i in others])
+    for r in rows:
+        r["p_holm"] = float("nan")
+    for i, p_adj in zip(others, adjusted):
+        rows[i]["p_holm"] = float(p_adj)
     return rows
+
+
+def holm(p_values: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control at any level).
+
+    With the m p-values sorted ascending, ``p_adj(k) = max_{j ≤ k} min(1, (m − j + 1) p(j))``;
+    rejecting every hypothesis with ``p_adj ≤ α`` keeps the chance of any false rejection
+    ≤ α whatever the dependence between the tests. Returned in the input order.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if p.size == 0:
+        return p
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def median_range_test(
+    values: Any,
+    groups: Any,
+    key_or_seed: Any,
+    n_perm: int = 10000,
+    *,
+    names: Sequence[str] | None = None,
+    order: Sequence[Hashable] | None = None,
+) -> dict[str, Any]:
+    """Omnibus permutation test that all groups share one distribution, read through the
+    spread of their medians; the p-value to quote with "A has the highest median, B the
+    lowest" when A and B were picked from the same data.
+
+    Statistic ``T = max_g median_g − min_g median_g``. Under H0 (labels exchangeable) every
+    group label of the N examples is permuted at once and T — with the highest and lowest
+    groups chosen afresh — is recomputed for each of ``n_perm`` permutations (all drawn in
+    chunks of whole permutations, never one Python iteration per permutation).
+    ``p = (1 + #{T_perm ≥ T_obs}) / (1 + n_perm)``, never 0, valid at any ``n_perm``.
+
+    Args:
+      values: per-example metric ``(N,)``, finite.
+      groups: group label per example ``(N,)``; at least 2 groups.
+      key_or_seed: seed of the permutations.
+      n_perm: number of random permutations.
+      names, order: as in :func:`summarize`.
+
+    Returns:
+      ``{"statistic", "p_value", "n_perm", "n_groups", "highest", "lowest"}`` (the groups
+      with the highest and the lowest observed median).
+    """
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
+    v, g, labels = _validate(values, groups, names, order)
+    if len(labels) < 2:
+        raise ValueError(f"median_range_test needs at least 2 groups, got {len(labels)}")
+    v = v[np.isin(g, labels)]
+    g = g[np.isin(g, labels)]
+    # Contiguous blocks of the original group sizes: a permutation of the pooled values then
+    # re-assigns every label at once, and group medians are medians of column slices.
+    pooled = np.concatenate([v[g == lab] for lab in labels])
+    bounds = np.cumsum([0] + [int(np.sum(g == lab)) for lab in labels])
+
+    def spread(x: np.ndarray) -> np.ndarray:
+        med = np.stack(
+            [np.median(x[:, a:b], axis=1) for a, b in zip(bounds[:-1], bounds[1:])], axis=1
+        )
+        return np.max(med, axis=1) - np.min(med, axis=1)
+
+    medians = [float(np.median(pooled[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    t_obs = float(spread(pooled[None, :])[0])
+    tol = 1e-12 * max(1.0, float(np.max(np.abs(pooled))))
+    rng = _rng(key_or_seed)
+    n = pooled.size
+    count = 0
+    for m in _chunked_rows(n_perm, n):
+        perm = rng.permuted(np.broadcast_to(pooled, (m, n)), axis=1)
+        count += int(np.sum(spread(perm) >= t_obs - tol))
+    hi = int(np.argmax(medians))
+    lo = int(np.argmin(medians))
+    return {
+        "statistic": t_obs,
+        "p_value": (1.0 + count) / (1.0 + n_perm),
+        "n_perm": int(n_perm),
+        "n_groups": len(labels),
+        "highest": _label(labels[hi], names),
+        "lowest": _label(labels[lo], names),
+    }

@@ -55,6 +55,10 @@ class SubgroupStudyConfig:
     deviation_kind: str = "l2"  # 'mean_abs': the reference notebooks' Δc
     n_boot: int = 2000
     n_perm: int = 2000
+    # Pairwise disparities compare every subgroup with this one, fixed before the data are
+    # seen: 'largest' (most attacked examples; ties to the first in subgroup order) or a
+    # subgroup name. The headline quotes the omnibus test, which needs no reference.
+    disparity_reference: str = "largest"
     classifier_steps: int = 400
     knn_k: int = 10
     n_reference: int = 1024  # clean examples forming the latent neighbourhood reference set

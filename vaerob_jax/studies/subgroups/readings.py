@@ -11,7 +11,51 @@ from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
 from vaerob_jax.studies.subgroups.study import StudyInputs
 from vaerob_jax.studies.subgroups.tables import SUMMARY_COLUMNS, SubgroupResults
 
-__all__ = ["report_sections"]
+__all__ = ["omnibus_reading", "pairwise_reading", "report_sections"]
+
+ALPHA = 0.05  # the level the readings test at
+
+
+def omnibus_reading(omnibus: list[dict[str, Any]], alpha: float) -> str:
+    """How many (β, ε) cells the omnibus test rejects "all subgroups alike" in, and how."""
+    rejected = [o for o in omnibus if o["p_value"] < alpha]
+    n_perm = sorted({int(o["n_perm"]) for o in omnibus})
+    cells = ", ".join(f"β={o['beta']:g}, ε={o['eps']:g}" for o in rejected) or "none"
+    return (
+        f"The omnibus p-values come from a {omnibus[0]['procedure']} ({n_perm[0]} "
+        f"permutations); they hold for the highest-median subgroup picked from these same data. "
+        f'It rejects "every subgroup alike" at {alpha:g} in {len(rejected)} of '
+        f"{len(omnibus)} (β, ε) cells ({cells})."
+    )
+
+
+def reference_name(config: SubgroupStudyConfig, res: SubgroupResults) -> str:
+    refs = sorted({str(d["reference"]) for d in res.disparity})
+    name = refs[0] if len(refs) == 1 else " / ".join(refs)
+    how = "the largest subgroup" if config.disparity_reference == "largest" else "the config's"
+    return f"{name} ({how}, fixed in advance)"
+
+
+def pairwise_reading(
+    config: SubgroupStudyConfig, res: SubgroupResults, eps: float, alpha: float
+) -> str:
+    """The pairwise comparisons at ``eps``: which subgroups differ from the reference after
+    Holm's adjustment over the comparisons of each (β, ε) cell."""
+    at = [d for d in res.disparity if d["eps"] == eps and d["subgroup"] != d["reference"]]
+    parts = []
+    for beta in sorted({d["beta"] for d in at}):
+        sig = [
+            f"{d['subgroup']} ({d['ratio']:.2g}×, Holm p={d['p_holm']:.2g})"
+            for d in at
+            if d["beta"] == beta and d["p_holm"] < alpha
+        ]
+        parts.append(f"β={beta:g}: {', '.join(sig) if sig else 'none'}")
+    return (
+        f"Ratio of each subgroup's median Δc to that of the reference, with two-sided "
+        f"permutation p-values for the difference of medians ({config.n_perm} permutations), "
+        f"raw and Holm-adjusted over the comparisons of each (β, ε) cell. Subgroups that differ "
+        f"at Holm p < {alpha:g}, at ε={eps:g}: " + "; ".join(parts) + "."
+    )
 
 
 def report_sections(
@@ -25,20 +69,18 @@ def report_sections(
     eps_max = max(float(e) for e in config.eps)
     readings = []
     for beta in betas:
-        pvals = {
-            d["subgroup"]: d["p_value"]
-            for d in res.disparity
-            if d["beta"] == beta and d["eps"] == eps_max
-        }
-        top = max(
-            (s for s in res.summary if s["beta"] == beta and s["eps"] == eps_max),
-            key=lambda s: s["median"],
-        )
+        omni = [o for o in res.omnibus if o["beta"] == beta and o["eps"] == eps_max]
         readings.append(
             report.reading_highest_median(
-                res.summary, beta, eps_max, p_value=pvals.get(top["subgroup"])
+                res.summary,
+                beta,
+                eps_max,
+                p_value=omni[0]["p_value"] if omni else None,
+                p_label="omnibus p",
             )
         )
+    if res.omnibus:
+        readings.append(omnibus_reading(res.omnibus, ALPHA))
     counts = inputs.sample.counts()
     sections: list[dict[str, Any]] = [
         {
@@ -66,9 +108,8 @@ def report_sections(
             "figure": paths.get("fig_median_vs_eps"),
         },
         {
-            "heading": "Disparity to the most robust subgroup",
-            "reading": "Ratio of median Δc to the subgroup with the lowest median, with a "
-            "two-sided permutation-test p-value for the difference of medians.",
+            "heading": f"Disparity to {reference_name(config, res)}",
+            "reading": pairwise_reading(config, res, eps_max, ALPHA),
             "table": [d for d in res.disparity if d["eps"] == eps_max],
         },
         {

@@ -137,6 +137,11 @@ def prepare_inputs(config: SubgroupStudyConfig, log: Any = print) -> StudyInputs
         f"subgroups {pool.counts()}"
     )
     sample = sample_per_subgroup(pool, config.n_per_subgroup, study_key(config.seed, "sample"))
+    if config.disparity_reference not in ("largest", *sample.subgroup_names):
+        raise ValueError(
+            f"disparity_reference {config.disparity_reference!r} is neither 'largest' nor a "
+            f"subgroup of this data: {list(sample.subgroup_names)}"
+        )
     # Neighbourhood reference set: clean examples of the pool that were not attacked.
     rest = np.flatnonzero(~np.isin(pool.example_ids, sample.example_ids))
     rest = rest[pool.subgroup_ids[rest] >= 0]

@@ -1,7 +1,9 @@
 """Tables and figures of the subgroup study, computed from its finished cells.
 
 Tables (tidy CSV, one row per what the name says): ``deviation`` (β, ε, subgroup, example),
-``summary`` and ``disparity`` (β, ε, subgroup), ``summary_by_attribute`` (attribute level),
+``summary`` and ``disparity`` (β, ε, subgroup; pairwise against a reference fixed in advance,
+raw and Holm-adjusted p-values), ``disparity_omnibus`` (β, ε: the selection-aware
+permutation test of max − min subgroup medians), ``summary_by_attribute`` (attribute level),
 ``classifier_accuracy`` (classifier, input, β, ε, subgroup; Tables 1-2 of 000),
 ``neighbours`` / ``neighbours_summary`` (latent k-NN before and after the attack). Figures are
 named after what they show. Everything here reads the cells' rows and stored arrays; the
@@ -20,7 +22,13 @@ import numpy as np
 
 from vaerob_jax import report
 from vaerob_jax.models import accuracy_by_group, predict
-from vaerob_jax.robustness import disparity, neighbourhood_pull, summarize, tsne_embedding
+from vaerob_jax.robustness import (
+    disparity,
+    median_range_test,
+    neighbourhood_pull,
+    summarize,
+    tsne_embedding,
+)
 from vaerob_jax.studies.common import stats_seed
 from vaerob_jax.studies.runner import StudyRun
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
@@ -60,16 +68,27 @@ class SubgroupResults:
     rows: Rows
     summary: Rows
     disparity: Rows
+    omnibus: Rows
     by_attribute: Rows
     accuracy: Rows
     neighbours_summary: Rows
 
 
+OMNIBUS_PROCEDURE = (
+    "permutation test of max − min subgroup median, all subgroup labels permuted and the "
+    "highest and lowest subgroups re-selected on every permutation"
+)
+
+
 def summaries(
-    config: SubgroupStudyConfig, rows: Rows, groups_of: Callable[[dict], str]
-) -> tuple[Rows, Rows]:
-    """Per (β, ε) summaries and disparities of Δc over groups given by ``groups_of(row)``."""
-    summary, disp = [], []
+    config: SubgroupStudyConfig,
+    rows: Rows,
+    groups_of: Callable[[dict], str],
+    reference: str = "largest",
+) -> tuple[Rows, Rows, Rows]:
+    """Per (β, ε) summaries, pairwise disparities against ``reference`` (Holm-adjusted) and
+    the omnibus test of Δc over groups given by ``groups_of(row)``."""
+    summary, disp, omnibus = [], [], []
     cells = sorted({(r["beta"], r["eps"]) for r in rows})
     for beta, eps in cells:
         cell_rows = [r for r in rows if r["beta"] == beta and r["eps"] == eps]
@@ -83,9 +102,13 @@ def summaries(
             summary.append({"beta": beta, "eps": eps, "subgroup": s.pop("group"), **s})
         if len(names) > 1:
             perm = np.random.default_rng(stats_seed(config.seed, "permutation", cell))
-            for d in disparity(values, ids, perm, n_perm=config.n_perm, names=names):
+            ref = reference if reference in names else "largest"
+            for d in disparity(values, ids, perm, reference=ref, n_perm=config.n_perm, names=names):
                 disp.append({"beta": beta, "eps": eps, "subgroup": d.pop("group"), **d})
-    return summary, disp
+            omni = np.random.default_rng(stats_seed(config.seed, "omnibus", cell))
+            test = median_range_test(values, ids, omni, n_perm=config.n_perm, names=names)
+            omnibus.append({"beta": beta, "eps": eps, **test, "procedure": OMNIBUS_PROCEDURE})
+    return summary, disp, omnibus
 
 
 def attribute_summaries(config: SubgroupStudyConfig, inputs: StudyInputs, rows: Rows) -> Rows:
@@ -100,7 +123,7 @@ def attribute_summaries(config: SubgroupStudyConfig, inputs: StudyInputs, rows: 
         def level(r: dict[str, Any], v: np.ndarray = values, lo: str = lo, hi: str = hi) -> str:
             return hi if v[by_id[r["example_id"]]] else lo
 
-        s, _ = summaries(config, rows, level)
+        s, _, _ = summaries(config, rows, level)
         out += [{"attribute": label, **r} for r in s]
     return out
 
@@ -284,9 +307,12 @@ def write_tables_and_figures(
     spec_cells = store.spec.cells()
 
     run.table("deviation", rows, DEVIATION_COLUMNS)
-    summary, disp = summaries(config, rows, lambda r: r["subgroup"])
+    summary, disp, omnibus = summaries(
+        config, rows, lambda r: r["subgroup"], config.disparity_reference
+    )
     run.table("summary", summary, SUMMARY_COLUMNS)
     run.table("disparity", disp)
+    run.table("disparity_omnibus", omnibus)
     attr_rows = attribute_summaries(config, inputs, rows)
     if attr_rows:
         run.table("summary_by_attribute", attr_rows)
@@ -335,4 +361,4 @@ def write_tables_and_figures(
     _example_and_tsne_figures(
         config, inputs, trained, store, spec_cells, rows, (mu_sample, mu_ref), run
     )
-    return SubgroupResults(rows, summary, disp, attr_rows, acc_rows, nb_summary)
+    return SubgroupResults(rows, summary, disp, omnibus, attr_rows, acc_rows, nb_summary)
