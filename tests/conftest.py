@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from vaerob_jax.models import make_vae
+
+# One persistent XLA compilation cache per test session, shared by the xdist workers and by
+# the processes the tests start (notebook kernel, CLI subprocesses): many tests compile the
+# same tiny programs (same shapes; grid values are array arguments), and on 2 CPU cores
+# compiling is most of the suite's time. It never changes a result: a hit returns the same
+# executable XLA would build. VAEROB_TEST_NO_JAX_CACHE=1 turns it off.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWNED_CACHE: list[str] = []
+
+
+def pytest_configure(config):
+    if os.environ.get("VAEROB_TEST_NO_JAX_CACHE") == "1":
+        return
+    if os.environ.get(_CACHE_ENV) is None:  # the controller (or a plain run) makes the folder
+        path = tempfile.mkdtemp(prefix="vaerob-test-xla-cache-")
+        _OWNED_CACHE.append(path)
+        os.environ[_CACHE_ENV] = path  # inherited by xdist workers and subprocesses
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")),
+    )
+
+
+def pytest_unconfigure(config):
+    for path in _OWNED_CACHE:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ def test_sampler_is_uniform_over_members(digits8):
 
 
 def test_sampler_errors_and_replacement(digits8):
-    with pytest.raises(ValueError, match=r"subgroup '0' has only \d+ examples, fewer than n=1000"):
+    with pytest.raises(ValueError, match=r"for n=1000 per subgroup: '0' has only \d+"):
         sample_per_subgroup(digits8, 1000, 0)
     big = sample_per_subgroup(digits8, 1000, 0, subgroups=["0"], replace=True)
     assert len(big) == 1000 and np.all(big.labels == 0)

@@ -36,8 +36,15 @@ def test_tables_have_the_promised_shape(study):
     out, paths = study
     dev = read_csv(paths["deviation"])
     assert list(dev[0]) == [
-        "beta", "eps", "subgroup", "example_id", "delta_c", "recon_loss", "latent_shift"
+        "beta", "eps", "subgroup", "example_id", "delta_c", "recon_loss", "latent_shift",
+        "attack_value", "attack_start_value", "attack_nonfinite_steps", "attack_failed",
     ]  # fmt: skip
+    # The attack's own record: best value never below its start, failures flagged per example
+    # (on a trained tiny model PGD gains over its random start almost everywhere).
+    assert all(r["attack_value"] >= r["attack_start_value"] for r in dev)
+    assert all(r["attack_failed"] == int(r["attack_value"] <= r["attack_start_value"]) for r in dev)
+    assert sum(r["attack_failed"] for r in dev) <= len(dev) // 10
+    assert all(r["attack_nonfinite_steps"] == 0 for r in dev)
     n_cells = len(CANON.betas) * len(CANON.eps)
     assert len(dev) == n_cells * 4 * CANON.n_per_subgroup
     assert {r["subgroup"] for r in dev} == {"young-women", "young-men", "old-women", "old-men"}
@@ -142,6 +149,7 @@ def test_new_eps_value_only_computes_new_cells(study, tmp_path, monkeypatch):
         ({"dataset": "imagenet"}, "unknown dataset"),
         ({"norm": "l1"}, "norm"),
         ({"n_per_subgroup": 0}, "n_per_subgroup"),
+        ({"sample_split": "validation"}, "sample_split"),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(change, message):
@@ -214,3 +222,20 @@ def test_study_keys_are_distinct_per_purpose_and_stable():
     assert np.array_equal(
         jax.random.key_data(study_key(0, "attack")), jax.random.key_data(study_key(0, "attack"))
     )
+
+
+def test_a_cell_whose_attack_never_moved_raises_and_partial_failures_are_logged():
+    from vaerob_jax.attacks import AttackFailedError
+    from vaerob_jax.studies.subgroups.study import check_attack_cells
+
+    cells = [{"beta": 1.0, "eps": 0.05}, {"beta": 1.0, "eps": 0.1}]
+    diag = {
+        "attack_failed": np.array([[0, 1, 0, 0], [0, 0, 0, 0]]),
+        "attack_nonfinite_steps": np.array([[0, 3, 0, 0], [0, 0, 0, 0]]),
+    }
+    logged: list[str] = []
+    check_attack_cells(cells, diag, logged.append)
+    assert len(logged) == 1 and "ε=0.05, 1 of 4 examples" in logged[0]
+    diag["attack_failed"] = np.array([[0, 0, 0, 0], [1, 1, 1, 1]])
+    with pytest.raises(AttackFailedError, match=r"all 4 examples at β=1, ε=0.1"):
+        check_attack_cells(cells, diag, logged.append)

@@ -20,6 +20,7 @@ from vaerob_jax.attacks.constraints import CONSTRAINTS, NORMS, norm_of, project_
 from vaerob_jax.attacks.driver import DRIVER_ENV_VAR, DRIVERS, loop_driver, run_attack
 from vaerob_jax.attacks.engine import (
     Attack,
+    AttackFailedError,
     AttackResult,
     Objective,
     make_attack,
@@ -53,6 +54,7 @@ __all__ = [
     "PGD_RULES",
     "RULES",
     "Attack",
+    "AttackFailedError",
     "AttackResult",
     "Objective",
     "Threat",

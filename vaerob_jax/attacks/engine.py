@@ -42,6 +42,7 @@ from vaerob_jax.attacks.threats import Threat
 
 __all__ = [
     "Attack",
+    "AttackFailedError",
     "AttackResult",
     "AttackState",
     "Objective",
@@ -52,6 +53,11 @@ __all__ = [
 
 Objective = Callable[[Any, Mapping[str, jax.Array], jax.Array, jax.Array], jax.Array]
 StepSize = float | Callable[[jax.Array], jax.Array] | None
+
+
+class AttackFailedError(RuntimeError):
+    """An attack gained nothing over its random start for every example of a computation
+    (its "result" would measure the random start): raised instead of storing it."""
 
 
 class AttackResult(NamedTuple):

@@ -76,10 +76,13 @@ def run_reporting_errors(command: str, fn: Callable[[], T]) -> tuple[int, T | No
 
     Returns:
       (0, result), or (2, None) for bad settings, unprepared data or an output folder holding
-      cells of another config, or (1, None) for a folder whose models were trained otherwise.
+      cells of another config, (1, None) for a folder whose models were trained otherwise,
+      or (3, None) for a computation that failed (an attack that never moved, a non-finite
+      result): nothing of it was stored as finished.
     """
+    from vaerob_jax.attacks import AttackFailedError
     from vaerob_jax.data import DatasetNotPreparedError
-    from vaerob_jax.sweeps import FingerprintMismatchError
+    from vaerob_jax.sweeps import FingerprintMismatchError, NonFiniteResultError
     from vaerob_jax.train import CheckpointError
 
     try:
@@ -91,6 +94,9 @@ def run_reporting_errors(command: str, fn: Callable[[], T]) -> tuple[int, T | No
             file=sys.stderr,
         )
         return 1, None
+    except (AttackFailedError, NonFiniteResultError) as err:
+        print(f"vaerob {command}: computation failed: {err}", file=sys.stderr)
+        return 3, None
     except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
         print(f"vaerob {command}: error: {err}", file=sys.stderr)
         return 2, None

@@ -44,6 +44,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "attack_rule": (str, "step rule: sign or adam"),
     "restarts": (int, "random restarts per example (best kept)"),
     "n_per_subgroup": (int, "attacked examples per subgroup"),
+    "sample_split": (str, "split the attacked examples come from: train (000 §4) or test"),
     "deviation_kind": (str, "Δc form: l2 (Eq. 5) or mean_abs (reference notebooks)"),
     "classifier_steps": (int, "attribute-classifier training steps (0: skip)"),
     "knn_k": (int, "latent neighbours per example"),

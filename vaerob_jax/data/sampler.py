@@ -68,11 +68,14 @@ def sample_per_subgroup(
                 f"subgroup {g!r} of {ds.name!r} ({ds.split}) is empty: nothing to sample; "
                 f"counts: {counts}; pass subgroups= without it"
             )
-        if not replace and counts[g] < n:
-            raise ValueError(
-                f"subgroup {g!r} has only {counts[g]} examples, fewer than n={n}; "
-                "use a smaller n or replace=True"
-            )
+
+    small = {g: counts[g] for g in wanted if counts[g] < n}
+    if small and not replace:
+        listed = ", ".join(f"{g!r} has only {c}" for g, c in small.items())
+        raise ValueError(
+            f"too few examples in {ds.name!r} ({ds.split}) for n={n} per subgroup: {listed}; "
+            "use a smaller n, a larger split or replace=True"
+        )
     key = as_key(key)
     score = np.asarray(jax.random.uniform(key, (len(ds),)))
     picks = []

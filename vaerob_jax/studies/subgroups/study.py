@@ -72,6 +72,9 @@ class Trained:
     steps: int
 
 
+SAMPLE_SPLITS = ("train", "test")
+
+
 def validate_config(config: SubgroupStudyConfig) -> None:
     """Cheap checks of a config, raising ValueError that names the offending field."""
     if config.dataset not in available_datasets():
@@ -96,6 +99,10 @@ def validate_config(config: SubgroupStudyConfig) -> None:
     if config.attack_rule not in atk.PGD_RULES:
         raise ValueError(
             f"unknown attack_rule {config.attack_rule!r}; choose one of {atk.PGD_RULES}"
+        )
+    if config.sample_split not in SAMPLE_SPLITS:
+        raise ValueError(
+            f"unknown sample_split {config.sample_split!r}; choose one of {SAMPLE_SPLITS}"
         )
     if config.deviation_kind not in DEVIATION_KINDS:
         raise ValueError(
@@ -123,15 +130,18 @@ def prepare_inputs(config: SubgroupStudyConfig, log: Any = print) -> StudyInputs
         seed=config.seed,
         **kw,
     )
-    pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
-    pool = load(
-        config.dataset,
-        config.sample_split,
-        image_size=config.image_size,
-        subgroups=subgroups,
-        seed=config.seed,
-        **pool_kw,
-    )
+    if config.sample_split == "train":  # the paper's choice: the learned distribution itself
+        pool = train
+    else:
+        pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
+        pool = load(
+            config.dataset,
+            config.sample_split,
+            image_size=config.image_size,
+            subgroups=subgroups,
+            seed=config.seed,
+            **pool_kw,
+        )
     log(
         f"data: {config.dataset} train {len(train)} images, {config.sample_split} {len(pool)}; "
         f"subgroups {pool.counts()}"
@@ -307,7 +317,10 @@ class SubgroupStudy:
             k = betas.index(float(cells[0]["beta"]))
             params = jax.tree.map(lambda a: a[k], trained.params)
             eps_grid = jnp.asarray([float(c["eps"]) for c in cells], jnp.float32)
-            deltas = atk.run_attack(attack, params, {"x": xs}, eps_grid, attack_key).delta
+            result = atk.run_attack(attack, params, {"x": xs}, eps_grid, attack_key)
+            deltas = result.delta
+            diagnostics = attack_diagnostics(result)
+            check_attack_cells(cells, diagnostics, run.log)
             metrics = {
                 name: np.asarray(v)
                 for name, v in evaluate_attacks(
@@ -325,7 +338,10 @@ class SubgroupStudy:
                 for attr, (clf, cparams) in trained.classifiers.items():
                     arrays[f"pred_adv_{attr}"] = predict(clf, cparams, recon_adv[e])
                 rows = deviation_rows(
-                    cell["beta"], cell["eps"], sample, {m: v[e] for m, v in metrics.items()}
+                    cell["beta"],
+                    cell["eps"],
+                    sample,
+                    {m: v[e] for m, v in {**metrics, **diagnostics}.items()},
                 )
                 results.append((rows, arrays))
             return results
@@ -334,6 +350,7 @@ class SubgroupStudy:
         # The cells' fingerprint holds only what changes a cell: not the grid axes (a new ε
         # keeps finished cells) nor the settings of the statistics and figures computed later.
         store_cfg = {k: v for k, v in config.to_dict().items() if k not in POST_PROCESSING_FIELDS}
+        store_cfg["cell_rows"] = "attack diagnostics"  # cells of older versions lack them
         return CellPlan(spec, compute, store_cfg, batch_axes=("eps",))
 
     def outputs(
@@ -366,12 +383,55 @@ def deviation_rows(
             "delta_c": float(dc),
             "recon_loss": float(rl),
             "latent_shift": float(ls),
+            "attack_value": float(v),
+            "attack_start_value": float(v0),
+            "attack_nonfinite_steps": int(nf),
+            "attack_failed": int(fail),
         }
-        for g, eid, dc, rl, ls in zip(
+        for g, eid, dc, rl, ls, v, v0, nf, fail in zip(
             sample.subgroup_ids,
             sample.example_ids,
             metrics["delta_c"],
             metrics["recon_loss"],
             metrics["latent_shift"],
+            metrics["attack_value"],
+            metrics["attack_start_value"],
+            metrics["attack_nonfinite_steps"],
+            metrics["attack_failed"],
         )
     ]
+
+
+def attack_diagnostics(result: atk.AttackResult) -> dict[str, np.ndarray]:
+    """Per budget and example: the best objective, the objective at the random start, the
+    number of non-finite steps, and 1 where the attack gained nothing over its start (its
+    Δc would then measure the random start, not an attack)."""
+    return {
+        "attack_value": np.asarray(result.value, np.float64),
+        "attack_start_value": np.asarray(result.start_value, np.float64),
+        "attack_nonfinite_steps": np.asarray(result.nonfinite, np.int64),
+        "attack_failed": (~np.asarray(result.improved)).astype(np.int64),
+    }
+
+
+def check_attack_cells(
+    cells: list[Any], diagnostics: dict[str, np.ndarray], log: Any = print
+) -> None:
+    """Raises before anything is stored if a whole cell failed; logs partial failures."""
+    failed = diagnostics["attack_failed"]
+    nonfinite = diagnostics["attack_nonfinite_steps"]
+    for e, cell in enumerate(cells):
+        n_fail, n = int(failed[e].sum()), int(failed[e].size)
+        where = f"β={float(cell['beta']):g}, ε={float(cell['eps']):g}"
+        if n_fail == n:
+            raise atk.AttackFailedError(
+                f"the attack gained nothing over its random start for all {n} examples at "
+                f"{where} (non-finite steps: {int(nonfinite[e].sum())}); check the objective "
+                "and the step size before trusting any Δc of this cell"
+            )
+        if n_fail or nonfinite[e].any():
+            log(
+                f"warning: at {where}, {n_fail} of {n} examples gained nothing over the random "
+                f"start and {int((nonfinite[e] > 0).sum())} had non-finite steps "
+                "(attack_failed / attack_nonfinite_steps in deviation.csv)"
+            )

@@ -54,6 +54,10 @@ DEVIATION_COLUMNS = (
     "delta_c",
     "recon_loss",
     "latent_shift",
+    "attack_value",
+    "attack_start_value",
+    "attack_nonfinite_steps",
+    "attack_failed",
 )
 SUMMARY_COLUMNS = ("beta", "eps", "subgroup", "n", "median", "iqr", "mean", "ci_low", "ci_high")
 ARROWS_IN_TSNE = 12  # attacked examples (highest Δc) whose move is drawn in the t-SNE figure
