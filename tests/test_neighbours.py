@@ -140,3 +140,25 @@ def test_bad_inputs_raise():
         tsne_embedding(np.random.default_rng(0).normal(size=(10, 3)), 0, perplexity=30)
     with pytest.raises(ValueError, match="max_points"):
         tsne_embedding(np.zeros((20, 3)), 0, perplexity=5, max_points=10)
+
+
+def test_base_rate_is_what_an_embedding_without_structure_gives():
+    """Latents independent of the subgroup: the observed other-subgroup share of each
+    subgroup matches one minus its share of the reference set (a small subgroup has many
+    other-subgroup neighbours by construction), and the excess over it is ~0."""
+    rng = np.random.default_rng(5)
+    shares = np.array([0.51, 0.30, 0.07, 0.12])
+    groups = rng.choice(4, size=4000, p=shares)
+    ref = rng.normal(size=(4000, 3)).astype(np.float32)
+    qg = np.repeat(np.arange(4), 100)
+    query = rng.normal(size=(400, 3)).astype(np.float32)
+    pull = neighbourhood_pull(query, query, groups, ref, qg, k=25)
+    for row in pull.summary:
+        g = row["group"]
+        expect = 1.0 - np.mean(groups == g)
+        assert row["other_base_rate"] == pytest.approx(expect)
+        # 100 queries x 25 neighbours: standard error of the mean share < 0.01
+        assert abs(row["excess_before"]) < 0.04
+        assert row["pull"] == 0.0 and row["excess_after"] == row["excess_before"]
+    smallest = min(pull.summary, key=lambda r: r["other_base_rate"] * -1)
+    assert smallest["group"] == 2 and smallest["other_before"] > 0.85

@@ -93,13 +93,31 @@ def test_tables_have_the_promised_shape(study):
         raw = [d["p_value"] for d in pair if d["subgroup"] != d["reference"]]
         adj = [d["p_holm"] for d in pair if d["subgroup"] != d["reference"]]
         np.testing.assert_allclose(adj, holm(raw))
+    # Convergence evidence at the largest ε: the default medians are deviation.csv's, the
+    # relative changes and the verdict follow from the medians.
+    conv = read_csv(paths["attack_convergence"])
+    assert len(conv) == len(CANON.betas) * 4
+    eps_max = max(CANON.eps)
+    for c in conv:
+        vals = [
+            r["delta_c"]
+            for r in dev
+            if (r["beta"], r["eps"], r["subgroup"]) == (c["beta"], eps_max, c["subgroup"])
+        ]
+        np.testing.assert_allclose(c["median_default"], np.median(vals), rtol=1e-12)
+        np.testing.assert_allclose(
+            c["change_doubled"], c["median_doubled"] / c["median_default"] - 1, rtol=1e-9
+        )
+        assert c["converged"] == int(abs(c["change_doubled"]) < 0.02)
+        assert c["seed_median_min"] <= c["median_default"] <= c["seed_median_max"]
+        assert c["strong_steps"] == CANON.convergence_factor * CANON.attack_steps
     acc = read_csv(paths["classifier_accuracy"])
     assert {r["input"] for r in acc} == {"clean", "recon", "adv_recon"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in acc)
     nb = read_csv(paths["neighbours"])
     assert all(0.0 <= r["other_share_clean"] <= 1.0 for r in nb)
     report = paths["report"].read_text()
-    assert "omnibus p=" in report and "Holm" in report
+    assert "omnibus p=" in report and "Holm" in report and "Has the attack converged?" in report
     for name in ("deviation_distributions_by_subgroup.png", "median_deviation_vs_eps.png"):
         assert name in report and (out / "figures" / name).stat().st_size > 1000
 
@@ -137,7 +155,10 @@ def test_new_eps_value_only_computes_new_cells(study, tmp_path, monkeypatch):
     monkeypatch.setattr(atk, "run_attack", counting)
     bigger = dataclasses.replace(CFG, eps=(*CFG.eps, 0.2))
     paths = run_subgroup_study(bigger, copy, progress=False, log=lambda _: None)
-    assert all(np.allclose(c, [0.2]) for c in calls) and len(calls) == len(CANON.betas)
+    # per β: the new cell's attack, and, as 0.2 is the new largest ε, the convergence check's
+    # doubled and strong attacks and attack_seeds - 1 default attacks from other starts
+    per_beta = 1 + 2 + (CANON.attack_seeds - 1)
+    assert all(np.allclose(c, [0.2]) for c in calls) and len(calls) == len(CANON.betas) * per_beta
     assert len(read_csv(paths["deviation"])) == len(CANON.betas) * 3 * 4 * CANON.n_per_subgroup
 
 
@@ -239,3 +260,35 @@ def test_a_cell_whose_attack_never_moved_raises_and_partial_failures_are_logged(
     diag["attack_failed"] = np.array([[0, 0, 0, 0], [1, 1, 1, 1]])
     with pytest.raises(AttackFailedError, match=r"all 4 examples at β=1, ε=0.1"):
         check_attack_cells(cells, diag, logged.append)
+
+
+def _conv_row(beta, subgroup, default, doubled, strong, seeds=(0.0, 0.0)):
+    return {
+        "beta": beta, "eps": 0.1, "subgroup": subgroup, "steps": 40,
+        "median_default": default, "median_doubled": doubled, "strong_steps": 160,
+        "strong_restarts": 3, "median_strong": strong,
+        "change_doubled": doubled / default - 1, "change_strong": strong / default - 1,
+        "seeds": 3, "seed_spread": seeds[1] - seeds[0],
+        "converged": int(abs(doubled / default - 1) < 0.02),
+    }  # fmt: skip
+
+
+def test_readings_follow_the_convergence_table():
+    from vaerob_jax.studies.subgroups.readings import convergence_reading, ordering_change
+
+    stable = [
+        _conv_row(1.0, "young-men", 8.0, 8.05, 8.1, (-0.01, 0.01)),
+        _conv_row(1.0, "old-women", 10.0, 10.1, 10.2),
+    ]
+    assert ordering_change(stable, 1.0) is None
+    text = convergence_reading(stable)
+    assert "at most 1.0 %" in text and "has converged at every β" in text and "25 %" in text
+    # The re-attack of the brief: young-men's median rises 17 % and overtakes old-women.
+    flipped = [
+        _conv_row(1.0, "young-men", 8.05, 8.6, 9.46),
+        _conv_row(1.0, "old-women", 9.0, 9.05, 9.1),
+    ]
+    sentence = ordering_change(flipped, 1.0)
+    assert sentence is not None and sentence.startswith("No least-robust subgroup is claimed")
+    assert "old-women have the highest" in sentence and "but young-men under" in sentence
+    assert "raise attack_steps" in convergence_reading(flipped)

@@ -22,6 +22,7 @@ from vaerob_jax.report.figures_001 import (
     plot_margin_vs_tau,
     plot_vs_beta,
 )
+from vaerob_jax.report.figures_checks import plot_attack_convergence
 from vaerob_jax.report.markdown import (
     Section,
     format_number,
@@ -50,6 +51,7 @@ __all__ = [
     "format_number",
     "markdown_table",
     "pearson",
+    "plot_attack_convergence",
     "plot_bound_vs_margin",
     "plot_classifier_accuracy",
     "plot_deviation_distributions",

@@ -198,9 +198,12 @@ def neighbourhood_pull(
 
     Returns:
       :class:`NeighbourhoodPull`; ``summary`` has one row per query subgroup with ``n``,
-      ``other_before``, ``other_after`` (means), ``pull`` (mean difference) and
+      ``other_before``, ``other_after`` (means), ``pull`` (mean difference),
       ``dominant_switched`` (share of examples whose most common neighbour subgroup was their
-      own before the attack and another one after).
+      own before the attack and another one after), ``other_base_rate`` — the share expected
+      with NO latent structure (neighbours a random draw from the reference set: one minus
+      the subgroup's share of it), so a small subgroup has many other-subgroup neighbours by
+      construction — and ``excess_before`` / ``excess_after`` (observed minus base rate).
     """
     clean = _as_points("mu_clean", mu_clean)
     adv = _as_points("mu_adv", mu_adv)
@@ -222,9 +225,14 @@ def neighbourhood_pull(
     other_before = 1.0 - before[rows_q, qg]
     other_after = 1.0 - after[rows_q, qg]
     switched = (before.argmax(axis=1) == qg) & (after.argmax(axis=1) != qg)
+    ref_ids = np.asarray(groups_ref)
+    ref_share = np.bincount(ref_ids[ref_ids >= 0], minlength=n_groups) / max(
+        1, int(np.sum(ref_ids >= 0))
+    )
     summary = []
     for s in np.unique(qg).tolist():
         m = qg == s
+        base = float(1.0 - ref_share[s])
         summary.append(
             {
                 "group": names[s] if names is not None else s,
@@ -233,6 +241,9 @@ def neighbourhood_pull(
                 "other_after": float(other_after[m].mean()),
                 "pull": float((other_after[m] - other_before[m]).mean()),
                 "dominant_switched": float(switched[m].mean()),
+                "other_base_rate": base,
+                "excess_before": float(other_before[m].mean()) - base,
+                "excess_after": float(other_after[m].mean()) - base,
             }
         )
     return NeighbourhoodPull(other_before, other_after, before, after, summary)

@@ -50,6 +50,13 @@ class SubgroupStudyConfig:
     attack_steps: int = 40
     attack_rule: str = "sign"
     restarts: int = 1
+    # Convergence evidence at the largest ε for every β (attack_convergence.csv): the same
+    # attack with 2x the steps, a strong one with convergence_factor x the steps and
+    # convergence_restarts restarts, and attack_seeds - 1 more default attacks from
+    # independent random starts (the attack's own randomness). 0 turns the check off.
+    convergence_factor: int = 4
+    convergence_restarts: int = 3
+    attack_seeds: int = 3
     n_per_subgroup: int = 64
     # 000 §4 attacks samples "from the training data, to evaluate the model's vulnerability on
     # the learned distribution itself": the attacked examples (and the neighbourhood reference

@@ -108,6 +108,13 @@ def validate_config(config: SubgroupStudyConfig) -> None:
         raise ValueError(
             f"unknown deviation_kind {config.deviation_kind!r}; choose one of {DEVIATION_KINDS}"
         )
+    if config.convergence_factor not in (0,) and config.convergence_factor < 2:
+        raise ValueError(
+            f"convergence_factor must be 0 (off) or >= 2, got {config.convergence_factor}"
+        )
+    for name in ("convergence_restarts", "attack_seeds"):
+        if int(getattr(config, name)) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     for name in ("n_per_subgroup", "train_steps", "attack_steps", "restarts", "knn_k"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
@@ -312,6 +319,8 @@ class SubgroupStudy:
         # models and budgets are compared on paired attacks, whatever the grid's history.
         attack_key = study_key(config.seed, "attack")
         show_idx = example_indices(sample)
+        eps_top = max(float(e) for e in config.eps)
+        checks = convergence_attacks(config, model)
 
         def compute(cells: list[Any]) -> list[tuple[list[dict[str, Any]], dict[str, np.ndarray]]]:
             k = betas.index(float(cells[0]["beta"]))
@@ -335,6 +344,10 @@ class SubgroupStudy:
             results = []
             for e, cell in enumerate(cells):
                 arrays = {"mu_adv": mu_adv[e], "example_deltas": np.asarray(deltas[e, show_idx])}
+                if float(cell["eps"]) == eps_top and checks:
+                    arrays.update(
+                        run_convergence(checks, model, params, xs, float(cell["eps"]), config)
+                    )
                 for attr, (clf, cparams) in trained.classifiers.items():
                     arrays[f"pred_adv_{attr}"] = predict(clf, cparams, recon_adv[e])
                 rows = deviation_rows(
@@ -400,6 +413,59 @@ def deviation_rows(
             metrics["attack_failed"],
         )
     ]
+
+
+CONVERGENCE_ARMS = ("doubled", "strong")
+
+
+def convergence_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, atk.Attack]:
+    """The stronger attacks of the convergence check, by name ({} when it is off)."""
+    if config.convergence_factor == 0:
+        return {}
+
+    def attack(steps: int, restarts: int) -> atk.Attack:
+        return atk.pgd(
+            atk.latent_damage(model),
+            norm=config.norm,
+            steps=steps,
+            rule=config.attack_rule,
+            restarts=restarts,
+        )
+
+    s, r = config.attack_steps, config.restarts
+    return {
+        "default": attack(s, r),
+        "doubled": attack(2 * s, r),
+        "strong": attack(config.convergence_factor * s, config.convergence_restarts),
+    }
+
+
+def run_convergence(
+    attacks: dict[str, atk.Attack],
+    model: VAE,
+    params: Any,
+    xs: jax.Array,
+    eps: float,
+    config: SubgroupStudyConfig,
+) -> dict[str, np.ndarray]:
+    """Δc of every example under the stronger attacks and under the default attack from
+    ``attack_seeds - 1`` other random starts, at one ε: arrays ``dc_<arm>`` and
+    ``dc_seed<k>`` (N,), stored with the cell so a resumed run reuses them."""
+    budget = jnp.asarray([eps], jnp.float32)
+    out: dict[str, np.ndarray] = {}
+
+    def delta_c(attack: atk.Attack, key: jax.Array) -> np.ndarray:
+        res = atk.run_attack(attack, params, {"x": xs}, budget, key)
+        m = evaluate_attacks(model, params, xs, res.delta, kind=config.deviation_kind)
+        return np.asarray(m["delta_c"][0], np.float64)
+
+    # Same start as the study's attack: the arms differ only in steps (and restarts).
+    key = study_key(config.seed, "attack")
+    for arm in CONVERGENCE_ARMS:
+        out[f"dc_{arm}"] = delta_c(attacks[arm], key)
+    for k in range(1, config.attack_seeds):
+        out[f"dc_seed{k}"] = delta_c(attacks["default"], study_key(config.seed, f"attack/{k}"))
+    return out
 
 
 def attack_diagnostics(result: atk.AttackResult) -> dict[str, np.ndarray]:

@@ -5,7 +5,9 @@ Tables (tidy CSV, one row per what the name says): ``deviation`` (β, ε, subgro
 raw and Holm-adjusted p-values), ``disparity_omnibus`` (β, ε: the selection-aware
 permutation test of max − min subgroup medians), ``summary_by_attribute`` (attribute level),
 ``classifier_accuracy`` (classifier, input, β, ε, subgroup; Tables 1-2 of 000),
-``neighbours`` / ``neighbours_summary`` (latent k-NN before and after the attack). Figures are
+``neighbours`` / ``neighbours_summary`` (latent k-NN before and after the attack, with the
+base rate of an unstructured embedding), ``attack_convergence`` (β, subgroup at the largest
+ε: median Δc under the default, doubled and strong attacks and over independent starts). Figures are
 named after what they show. Everything here reads the cells' rows and stored arrays; the
 models are only used for clean encodings and reconstructions.
 """
@@ -73,6 +75,7 @@ class SubgroupResults:
     summary: Rows
     disparity: Rows
     omnibus: Rows
+    convergence: Rows
     by_attribute: Rows
     accuracy: Rows
     neighbours_summary: Rows
@@ -113,6 +116,61 @@ def summaries(
             test = median_range_test(values, ids, omni, n_perm=config.n_perm, names=names)
             omnibus.append({"beta": beta, "eps": eps, **test, "procedure": OMNIBUS_PROCEDURE})
     return summary, disp, omnibus
+
+
+CONVERGENCE_TOLERANCE = 0.02  # a median that moves less when the attack doubles has converged
+
+
+def convergence_table(
+    config: SubgroupStudyConfig, rows: Rows, store: ResultStore, spec_cells: list[Any]
+) -> Rows:
+    """Per β and subgroup at the largest ε: the median Δc under the default attack, with 2×
+    the steps, under the strong attack, and the range over independent random starts."""
+    if config.convergence_factor == 0:
+        return []
+    eps_max = max(float(e) for e in config.eps)
+    out: Rows = []
+    for cell in spec_cells:
+        if float(cell["eps"]) != eps_max:
+            continue
+        beta = float(cell["beta"])
+        arrays = cell_arrays(store, cell)
+        cell_rows = [r for r in rows if r["beta"] == beta and r["eps"] == eps_max]
+        dc = np.asarray([r["delta_c"] for r in cell_rows], np.float64)
+        labels = [r["subgroup"] for r in cell_rows]
+        seeds = [dc] + [arrays[f"dc_seed{k}"] for k in range(1, config.attack_seeds)]
+        for g in sorted(set(labels), key=labels.index):
+            m = np.asarray([label == g for label in labels])
+            med = float(np.median(dc[m]))
+            doubled = float(np.median(arrays["dc_doubled"][m]))
+            strong = float(np.median(arrays["dc_strong"][m]))
+            seed_meds = [float(np.median(s[m])) for s in seeds]
+            out.append(
+                {
+                    "beta": beta,
+                    "eps": eps_max,
+                    "subgroup": g,
+                    "n": int(m.sum()),
+                    "steps": config.attack_steps,
+                    "median_default": med,
+                    "median_doubled": doubled,
+                    "strong_steps": config.convergence_factor * config.attack_steps,
+                    "strong_restarts": config.convergence_restarts,
+                    "median_strong": strong,
+                    "change_doubled": _relative(doubled, med),
+                    "change_strong": _relative(strong, med),
+                    "seeds": len(seeds),
+                    "seed_median_min": min(seed_meds),
+                    "seed_median_max": max(seed_meds),
+                    "seed_spread": _relative(max(seed_meds), med) - _relative(min(seed_meds), med),
+                    "converged": int(abs(_relative(doubled, med)) < CONVERGENCE_TOLERANCE),
+                }
+            )
+    return out
+
+
+def _relative(value: float, ref: float) -> float:
+    return (value - ref) / ref if ref > 0 else float("nan")
 
 
 def attribute_summaries(config: SubgroupStudyConfig, inputs: StudyInputs, rows: Rows) -> Rows:
@@ -317,6 +375,15 @@ def write_tables_and_figures(
     run.table("summary", summary, SUMMARY_COLUMNS)
     run.table("disparity", disp)
     run.table("disparity_omnibus", omnibus)
+    convergence = convergence_table(config, rows, store, spec_cells)
+    if convergence:
+        run.table("attack_convergence", convergence)
+        run.figure(
+            "attack_convergence",
+            report.plot_attack_convergence,
+            convergence,
+            "median_deviation_vs_attack_steps.png",
+        )
     attr_rows = attribute_summaries(config, inputs, rows)
     if attr_rows:
         run.table("summary_by_attribute", attr_rows)
@@ -365,4 +432,6 @@ def write_tables_and_figures(
     _example_and_tsne_figures(
         config, inputs, trained, store, spec_cells, rows, (mu_sample, mu_ref), run
     )
-    return SubgroupResults(rows, summary, disp, omnibus, attr_rows, acc_rows, nb_summary)
+    return SubgroupResults(
+        rows, summary, disp, omnibus, convergence, attr_rows, acc_rows, nb_summary
+    )
