@@ -181,3 +181,41 @@ def test_bad_inputs_raise(tiny_model, tiny_params, tiny_images):
         theorem1_bound(tiny_model, tiny_params, x, -1.0, key, 8)
     with pytest.raises(ValueError, match="n_samples"):
         theorem1_bound(tiny_model, tiny_params, x, 1.0, key, 0)
+
+
+def test_clopper_pearson_lower_limit_closed_form_and_coverage():
+    from vaerob_jax.robustness import clopper_pearson_lower
+
+    n, level = 32, 0.95
+    # k = n: the limit solves p^n = 1 - level; k = 0: nothing is excluded.
+    np.testing.assert_allclose(clopper_pearson_lower(n, n, level), (1 - level) ** (1 / n))
+    assert clopper_pearson_lower(0, n, level) == 0.0
+    # Coverage: over many binomial draws the limit is below the true p at least 95 % of the time.
+    rng = np.random.default_rng(0)
+    for p in (0.6, 0.8, 0.95):
+        k = rng.binomial(n, p, size=4000)
+        cover = np.mean(clopper_pearson_lower(k, n, level) <= p)
+        assert cover >= level - 0.01, (p, cover)
+    with pytest.raises(ValueError, match="level"):
+        clopper_pearson_lower(3, n, 1.5)
+
+
+def test_conservative_bound_is_theorem1_at_the_lower_limit_and_never_above_the_point_bound():
+    from statistics import NormalDist
+
+    from vaerob_jax.robustness import clopper_pearson_lower, conservative_bound
+
+    n, m = 32, 0.5
+    sigma, jac = np.array([0.5, 0.5, 0.2, 0.3]), np.array([2.0, 2.0, 1.0, 4.0])
+    p = np.array([1.0, 0.9, 0.55, 0.75])
+    got = conservative_bound(sigma, jac, p, n, m, 0.95)
+    lo = clopper_pearson_lower(np.rint(p * n), n, 0.95)
+    phi = NormalDist().inv_cdf
+    for i in range(4):
+        if lo[i] > m:
+            assert got[i] == pytest.approx(sigma[i] * (phi(lo[i]) - phi(m)) / jac[i])
+            point = sigma[i] * (phi(min(p[i], 1 - 0.5 / n)) - phi(m)) / jac[i]
+            assert got[i] <= point
+        else:
+            assert np.isnan(got[i])
+    assert np.isnan(got[2])  # p = 0.55 from 32 draws: its lower limit is below 0.5

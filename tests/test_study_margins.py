@@ -294,3 +294,20 @@ def test_one_compiled_program_and_order_does_not_change_results(
     for name in ("p_r", "bound", "estimate", "jac_fro", "jac_fro_probe"):
         assert by3[name].shape == (5,)
         np.testing.assert_allclose(by3[name], rev[name][::-1], rtol=1e-5)
+
+
+def test_theorem1_sentence_follows_the_measured_share():
+    from vaerob_jax.studies.margins.readings import theorem1_reading
+
+    assert theorem1_reading(1.0, 40).startswith("Every compared bound lies at or below")
+    text = theorem1_reading(0.75, 40)
+    assert text.startswith("25 % of the compared bounds exceed") and "Every" not in text
+    assert "nothing to compare" in theorem1_reading(math.nan, 0)
+
+
+def test_margins_table_has_the_conservative_bound(study):
+    _, _, rows = study
+    for r in rows:
+        cons, point = r["bound_conservative"], r["bound"]
+        if not math.isnan(cons):
+            assert not math.isnan(point) and cons <= point + 1e-9

@@ -247,7 +247,7 @@ def test_study_keys_are_distinct_per_purpose_and_stable():
 
 def test_a_cell_whose_attack_never_moved_raises_and_partial_failures_are_logged():
     from vaerob_jax.attacks import AttackFailedError
-    from vaerob_jax.studies.subgroups.study import check_attack_cells
+    from vaerob_jax.studies.subgroups.attack_checks import check_attack_cells
 
     cells = [{"beta": 1.0, "eps": 0.05}, {"beta": 1.0, "eps": 0.1}]
     diag = {

@@ -54,6 +54,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "r": (float, "output radius r of p(‖Δ(x)‖₂ ≤ r) (001 Eq. 2)"),
     "m": (float, "probability level of r-robustness (0.5 in 001)"),
     "n_samples": (int, "Monte-Carlo η draws per probability"),
+    "bound_level": (float, "confidence of the Clopper–Pearson bound_conservative"),
     "n_iter": (int, "bisection iterations on the input radius"),
     "r_max": (float, "largest input L2 radius searched"),
     "method": (str, "margin search: bisect or scan"),

@@ -35,6 +35,8 @@ from vaerob_jax.robustness.disentangle import (
 from vaerob_jax.robustness.frechet import frechet_distance
 from vaerob_jax.robustness.jacobian import (
     PROBES,
+    clopper_pearson_lower,
+    conservative_bound,
     encoder_jacobian,
     encoder_jacobian_fro,
     encoder_jacobian_fro_probe,
@@ -92,6 +94,8 @@ __all__ = [
     "bootstrap_errors",
     "bootstrap_medians",
     "chi2_cdf",
+    "clopper_pearson_lower",
+    "conservative_bound",
     "deviation_norms",
     "disparity",
     "elbo_evaluation",

@@ -1,4 +1,4 @@
-"""Encoder-mean Jacobian norms and the certified margin bound of 001 Theorem 1 (Eq. 4).
+"""Encoder-mean Jacobian norms and the margin bound of 001 Theorem 1 (Eq. 4).
 
 Theorem 1 of 001 lower-bounds the r-robustness margin of a diagonal-Gaussian VAE:
 
@@ -15,10 +15,12 @@ array arguments.
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vaerob_jax.robustness.r_robust import (
     _check_count,
@@ -134,6 +136,53 @@ def _probe(
 _probe_jit = jax.jit(_probe, static_argnames=("model", "n_probes", "probe"))
 
 
+def clopper_pearson_lower(successes: Any, n: int, level: float = 0.95) -> np.ndarray:
+    """One-sided Clopper–Pearson lower confidence limit of a binomial probability.
+
+    ``P(p ≥ limit) ≥ level`` whatever p is (exact, conservative): the ``1 − level`` quantile of
+    Beta(k, n − k + 1), and 0 when k = 0.
+    """
+    from scipy.stats import beta as beta_dist
+
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    k = np.asarray(successes, np.float64)
+    if np.any(k < 0) or np.any(k > n):
+        raise ValueError(f"successes must lie in [0, n={n}]")
+    with np.errstate(invalid="ignore"):
+        lo = beta_dist.ppf(1.0 - level, k, n - k + 1.0)
+    return np.where(k > 0, lo, 0.0)
+
+
+def conservative_bound(
+    sigma_min: Any,
+    jac_fro: Any,
+    p_r: Any,
+    n_samples: int,
+    m: float = 0.5,
+    level: float = 0.95,
+) -> np.ndarray:
+    """Theorem 1's bound with p(‖Δ(x)‖₂ ≤ r) replaced by its one-sided Clopper–Pearson lower
+    limit at ``level`` (host numpy, from the stored per-example columns).
+
+    The point-estimate bound of :func:`theorem1_bound` plugs in a Monte-Carlo p from
+    ``n_samples`` draws and can overstate the margin bound by chance; this one holds with
+    probability ≥ ``level`` over the draws (still up to Theorem 1's O(ε) term). NaN where the
+    lower limit is ≤ m (the theorem says nothing there).
+    """
+    p = np.asarray(p_r, np.float64)
+    k = np.rint(p * n_samples)
+    p_lo = clopper_pearson_lower(k, n_samples, level)
+    ndtri = NormalDist().inv_cdf
+    out = np.full(p.shape, np.nan)
+    ok = p_lo > m
+    probit = np.array([ndtri(float(v)) for v in np.ravel(p_lo[ok])]) - ndtri(m)
+    sig = np.broadcast_to(np.asarray(sigma_min, np.float64), p.shape)
+    jac = np.broadcast_to(np.asarray(jac_fro, np.float64), p.shape)
+    out[ok] = sig[ok] * probit / jac[ok]
+    return out
+
+
 def theorem1_bound(
     model: Model,
     params: Params,
@@ -221,6 +270,8 @@ _bound_jit = jax.jit(_bound, static_argnames=("model", "n_samples", "clip_p"))
 
 __all__ = [
     "PROBES",
+    "clopper_pearson_lower",
+    "conservative_bound",
     "encoder_jacobian",
     "encoder_jacobian_fro",
     "encoder_jacobian_fro_probe",

@@ -361,7 +361,7 @@ class LinearGaussianVAE:
       * Theorem 1 of 001: the half-space of Gaussian mass p0 shifted by t has mass
         Phi(Phi^{-1}(p0) - t / sigma), the least any set of mass p0 can keep (Neyman-Pearson),
         so t* >= sigma Phi^{-1}(p0), and with ||A||_F >= s_max(A) the bound
-        sigma Phi^{-1}(p0) / ||A||_F <= R*: the certified bound never exceeds the true margin.
+        sigma Phi^{-1}(p0) / ||A||_F <= R*: the bound never exceeds the true margin.
 
     Params: ``{'A': (d, D), 'b': (d,), 'logvar': (d,), 'W': (D, d), 'c': (D,)}``; inputs of
     any shape with D entries (flattened); outputs are flat ``(D,)`` vectors.

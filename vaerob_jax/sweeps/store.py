@@ -36,6 +36,10 @@ Result store guarantees:
 
 Concurrent writers are not coordinated here: hold :func:`vaerob_jax.sweeps.lock_output` on the
 output folder for the whole run.
+
+Why one file of ~510 lines: the write order, the checksums, the verification on every read
+and the recovery of damaged cells are one protocol whose invariants each part relies on;
+split, each half would have to restate the other's guarantees.
 """
 
 from __future__ import annotations

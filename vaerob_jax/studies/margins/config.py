@@ -41,6 +41,7 @@ MARGIN_COLUMNS = (
 )
 EXTRA_COLUMNS = (
     "p_r_se",
+    "bound_conservative",
     "bound_defined",
     "margin_low",
     "margin_high",
@@ -125,6 +126,8 @@ class MarginStudyConfig:
     r: float = 3.0
     m: float = 0.5
     n_samples: int = 32
+    # Confidence of the conservative bound (Clopper–Pearson lower limit of p_r).
+    bound_level: float = 0.95
     n_iter: int = 6
     r_max: float = 10.0
     method: str = "bisect"
@@ -136,7 +139,8 @@ class MarginStudyConfig:
     n_probes: int = 4
     # Examples: None = every example of the chosen subgroups in the split.
     max_per_subgroup: int | None = 64  # the subgroup study's n_per_subgroup: Δc joins all
-    split: str = "test"
+    # The subgroup study's split (000 §4: the training data), so its Δc joins these rows.
+    split: str = _SG.sample_split
     chunk_size: int = 8  # examples per call of the compiled per-example program
     seed: int = 0
     subgroup_study_dir: str | None = None
@@ -173,6 +177,8 @@ MARGIN_PRESETS: dict[str, MarginStudyConfig] = {
 
 def validate_margin_config(config: MarginStudyConfig) -> None:
     """Cheap checks of a config, raising ValueError that names the offending field."""
+    if not 0.0 < float(config.bound_level) < 1.0:
+        raise ValueError(f"bound_level must be in (0, 1), got {config.bound_level}")
     if config.dataset not in available_datasets():
         raise ValueError(
             f"unknown dataset {config.dataset!r}; available: {', '.join(available_datasets())}"

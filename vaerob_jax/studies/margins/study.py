@@ -67,8 +67,11 @@ def prepare_margin_inputs(config: MarginStudyConfig, log: Callable[[str], None] 
         "seed": config.seed,
     }
     train = load(config.dataset, "train", **common, **kw)
-    pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
-    pool = load(config.dataset, config.split, **common, **pool_kw)
+    if config.split == "train":  # as the subgroup study: the training data itself
+        pool = train
+    else:
+        pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
+        pool = load(config.dataset, config.split, **common, **pool_kw)
     if config.max_per_subgroup is None:
         keep = np.nonzero(pool.subgroup_ids >= 0)[0]
         keep = keep[np.argsort(pool.subgroup_ids[keep], kind="stable")]
@@ -115,6 +118,11 @@ def _reusable_train_dir(
         return None, dev_path
     theirs = read_json(cfg_path)
     mine = config.to_dict()
+    if theirs.get("sample_split", "test") != config.split:
+        log(
+            f"the subgroup study attacked its {theirs.get('sample_split', 'test')!r} split but "
+            f"these margins use {config.split!r}: its Δc cannot join these rows (--split)"
+        )
     diff = [
         f
         for f in TRAIN_FIELDS
@@ -230,11 +238,12 @@ class MarginStudy:
             )
             return rows_for_model(beta, tau, sample, res)
 
-        # Grid axes and the join source stay out of the fingerprint: a new β or τ keeps cells.
+        # Grid axes, the join source and the post-processing level stay out of the
+        # fingerprint: a new β or τ keeps cells.
         store_cfg = {
             k: v
             for k, v in config.to_dict().items()
-            if k not in ("betas", "taus", "subgroup_study_dir")
+            if k not in ("betas", "taus", "subgroup_study_dir", "bound_level")
         }
         return CellPlan(spec, compute, store_cfg)
 

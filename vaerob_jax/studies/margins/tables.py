@@ -17,6 +17,7 @@ import numpy as np
 
 from vaerob_jax import report
 from vaerob_jax.data import Dataset
+from vaerob_jax.robustness import conservative_bound
 from vaerob_jax.studies.margins.config import (
     EXTRA_COLUMNS,
     MARGIN_COLUMNS,
@@ -131,10 +132,28 @@ def deviation_rows(dev_path: Path) -> tuple[Rows, float]:
     return [r for r in dev if float(r["eps"]) == eps_max], eps_max
 
 
+def add_conservative_bound(config: MarginStudyConfig, rows: Rows) -> None:
+    """Adds ``bound_conservative``: Theorem 1 with p_r replaced by its one-sided
+    Clopper–Pearson lower limit at ``config.bound_level`` over the ``n_samples`` draws."""
+    if not rows:
+        return
+    cons = conservative_bound(
+        [r["sigma_min"] for r in rows],
+        [r["jac_fro"] for r in rows],
+        [r["p_r"] for r in rows],
+        config.n_samples,
+        config.m,
+        config.bound_level,
+    )
+    for r, b in zip(rows, cons):
+        r["bound_conservative"] = float(b)
+
+
 def write_tables_and_figures(
     config: MarginStudyConfig, inputs: Any, rows: Rows, run: StudyRun
 ) -> MarginResults:
     """Writes every table and figure of the study; returns the tables for the readings."""
+    add_conservative_bound(config, rows)
     run.table("margins", rows, [*MARGIN_COLUMNS, *EXTRA_COLUMNS])
     summary = summarize_margins(rows)
     run.table("margin_summary", summary, MARGIN_SUMMARY_COLUMNS)
