@@ -299,10 +299,10 @@ def test_one_compiled_program_and_order_does_not_change_results(
 def test_theorem1_sentence_follows_the_measured_share():
     from vaerob_jax.studies.margins.readings import theorem1_reading
 
-    assert theorem1_reading(1.0, 40).startswith("Every compared bound lies at or below")
-    text = theorem1_reading(0.75, 40)
-    assert text.startswith("25 % of the compared bounds exceed") and "Every" not in text
-    assert "nothing to compare" in theorem1_reading(math.nan, 0)
+    assert theorem1_reading(0, 40).startswith("Every compared bound lies at or below")
+    text = theorem1_reading(1, 571)  # 99.8 % at or below must not read as "every"
+    assert text.startswith("1 of the 571 compared bounds (0.2 %) exceed") and "Every" not in text
+    assert "nothing to compare" in theorem1_reading(0, 0)
 
 
 def test_margins_table_has_the_conservative_bound(study):

@@ -70,7 +70,7 @@ def plot_deviation_vs_recon(
                 gid=f"points:{s}",
             )
         ax.set_title(f"β = {fmt_num(b)}")
-        ax.set_xlabel("unperturbed reconstruction loss")
+        ax.set_xlabel("unperturbed reconstruction loss  −log p(x | z = μ(x)), summed over pixels")
     axes[0, 0].set_ylabel("adversarial deviation Δc")
     axes[0, 0].legend(fontsize=8)
     if eps_v is not None:
