@@ -34,7 +34,7 @@ from vaerob_jax.train import TrainConfig, train_grid
 
 
 def _setup(quick: bool, workdir: Path) -> tuple[Any, Any, np.ndarray]:
-    size, steps, n_train, per_group = (16, 60, 512, 2) if quick else (32, 600, 4096, 8)
+    size, steps, n_train, per_group = (16, 20, 256, 2) if quick else (32, 600, 4096, 8)
     train = load("shapes", "train", image_size=size, n=n_train)
     model = make_vae("burgess64", train.image_shape, 16)
     cfg = TrainConfig(steps=steps, batch_size=64, learning_rate=1e-3, log_every=steps)

@@ -279,8 +279,8 @@ def test_readings_follow_the_convergence_table():
     from vaerob_jax.studies.subgroups.readings import convergence_reading, ordering_change
 
     stable = [
-        _conv_row(1.0, "young-men", 8.0, 8.05, 8.1, (-0.01, 0.01)),
-        _conv_row(1.0, "old-women", 10.0, 10.1, 10.2),
+        _conv_row(1.0, "young-men", 8.0, 8.05, 8.12, (-0.01, 0.01)),
+        _conv_row(1.0, "old-women", 10.0, 10.1, 10.15),
     ]
     assert ordering_change(stable, 1.0) is None
     text = convergence_reading(stable)
