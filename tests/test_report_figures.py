@@ -387,3 +387,29 @@ def test_palette_is_fixed_by_name():
     b = subgroup_colors(SUBGROUPS + ["zeta", "alpha"])
     assert a["old-men"] == b["old-men"] and a["young-women"] == b["young-women"]
     assert b["alpha"] != b["zeta"] and len(set(b.values())) == 6
+
+
+def test_attack_convergence_lines_and_seed_bars(tmp_path):
+    from vaerob_jax.report import plot_attack_convergence
+
+    rows = [
+        dict(
+            beta=b, subgroup=s, steps=40, median_default=1.0 + i, median_doubled=1.1 + i,
+            strong_steps=160, strong_restarts=3, median_strong=1.5 + i,
+            seed_median_min=0.9 + i, seed_median_max=1.2 + i,
+        )
+        for b in (1.0, 5.0)
+        for i, s in enumerate(SUBGROUPS[:2])
+    ]  # fmt: skip
+    path = tmp_path / "c.png"
+    fig = plot_attack_convergence(rows, path, dpi=DPI)
+    check_png(fig, path)
+    ax = fig.axes[1]
+    (line,) = [ln for ln in ax.lines if ln.get_gid() == f"convergence:{SUBGROUPS[1]}"]
+    np.testing.assert_allclose(line.get_xdata(), [40, 80, 160])
+    np.testing.assert_allclose(line.get_ydata(), [2.0, 2.1, 2.5])
+    (bar,) = [c for c in ax.collections if c.get_gid() == f"seeds:{SUBGROUPS[1]}"]
+    ys = np.concatenate([seg[:, 1] for seg in bar.get_segments()])
+    assert np.isclose(ys.min(), 1.9) and np.isclose(ys.max(), 2.2)
+    with pytest.raises(ValueError, match="median_strong"):
+        plot_attack_convergence([{k: v for k, v in rows[0].items() if k != "median_strong"}], path)

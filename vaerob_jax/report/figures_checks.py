@@ -78,9 +78,14 @@ def plot_attack_convergence(
             for part in bar.lines[2]:  # the bar's LineCollection
                 part.set_gid(f"seeds:{s}")
         ax.set_xscale("log", base=2)
+        ticks = sorted(
+            {float(v) for r in rows_ for v in (r["steps"], 2 * r["steps"], r["strong_steps"])}
+        )
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_title(f"β = {fmt_num(b)}")
         ax.set_xlabel(f"attack steps (last: {int(sel[0]['strong_restarts'])} restarts)")
-    axes[0, 0].set_ylabel("median Δc (bar: range over random starts)")
+    axes[0, 0].set_ylabel("median Δc (bar: random starts)")
     axes[0, 0].legend(fontsize=8)
     save_figure(fig, path)
     return fig

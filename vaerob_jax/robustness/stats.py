@@ -312,7 +312,7 @@ def disparity(
                 "p_value": p,
             }
         )
-    others = [i for i, r in enumerate(rows) if not math.isnan(r["p_value"])]
+    others = [i for i, lab in enumerate(labels) if lab != ref]
     adjusted = holm([rows[i]["p_value"] for i in others])
     for r in rows:
         r["p_holm"] = float("nan")
@@ -376,8 +376,8 @@ def median_range_test(
     v, g, labels = _validate(values, groups, names, order)
     if len(labels) < 2:
         raise ValueError(f"median_range_test needs at least 2 groups, got {len(labels)}")
-    v = v[np.isin(g, labels)]
-    g = g[np.isin(g, labels)]
+    keep = np.isin(g, np.asarray(labels, dtype=g.dtype))
+    v, g = v[keep], g[keep]
     # Contiguous blocks of the original group sizes: a permutation of the pooled values then
     # re-assigns every label at once, and group medians are medians of column slices.
     pooled = np.concatenate([v[g == lab] for lab in labels])
