@@ -222,6 +222,8 @@ def test_join_with_deviation_and_reuse_of_the_subgroup_grid(study, tmp_path, mon
         ({"betas": (1.0, 1.0)}, "betas"),
         ({"dataset": "imagenet"}, "unknown dataset"),
         ({"method": "grid"}, "method"),
+        ({"box": "clip"}, "unknown box"),
+        ({"bound_level": 1.0}, "bound_level"),
         ({"max_per_subgroup": 0}, "max_per_subgroup"),
         ({"subgroups": ("Young", "Bald")}, "Bald"),
     ],

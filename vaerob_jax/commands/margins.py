@@ -55,6 +55,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "m": (float, "probability level of r-robustness (0.5 in 001)"),
     "n_samples": (int, "Monte-Carlo η draws per probability"),
     "bound_level": (float, "confidence of the Clopper–Pearson bound_conservative"),
+    "box": (str, "attack constraint: pixel ([0, 1] box) or none (Eq. 3 of 001 as written)"),
     "n_iter": (int, "bisection iterations on the input radius"),
     "r_max": (float, "largest input L2 radius searched"),
     "method": (str, "margin search: bisect or scan"),

@@ -27,6 +27,8 @@ __all__ = [
     "validate_margin_config",
 ]
 
+BOXES: dict[str, tuple[float, float] | None] = {"pixel": (0.0, 1.0), "none": None}
+
 MARGIN_COLUMNS = (
     "beta",
     "tau",
@@ -126,6 +128,9 @@ class MarginStudyConfig:
     r: float = 3.0
     m: float = 0.5
     n_samples: int = 32
+    # The attack's constraint: 'pixel' keeps x + δ in [0, 1] (images stay images); 'none' is
+    # Eq. 3 of 001 as written (the whole L2 ball), a margin at most as large.
+    box: str = "pixel"
     # Confidence of the conservative bound (Clopper–Pearson lower limit of p_r).
     bound_level: float = 0.95
     n_iter: int = 6
@@ -177,6 +182,8 @@ MARGIN_PRESETS: dict[str, MarginStudyConfig] = {
 
 def validate_margin_config(config: MarginStudyConfig) -> None:
     """Cheap checks of a config, raising ValueError that names the offending field."""
+    if config.box not in BOXES:
+        raise ValueError(f"unknown box {config.box!r}; choose one of {tuple(BOXES)}")
     if not 0.0 < float(config.bound_level) < 1.0:
         raise ValueError(f"bound_level must be in (0, 1), got {config.bound_level}")
     if config.dataset not in available_datasets():

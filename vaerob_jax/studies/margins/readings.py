@@ -14,6 +14,11 @@ from vaerob_jax.studies.runner import StudyRun
 
 __all__ = ["report_sections"]
 
+BOX_WORDS = {
+    "pixel": "x + δ kept in the [0, 1] pixel box",
+    "none": "no pixel box (Eq. 3 as written)",
+}
+
 
 def theorem1_reading(n_exceed: int, n_compared: int) -> str:
     """What the count of bounds above their estimated margin says about Theorem 1."""
@@ -112,7 +117,9 @@ def report_sections(
                 f"‖g(μ(x)+ησ) − g(μ(x))‖₂, m = {config.m:g}, {config.n_samples} η draws; "
                 f"margin by {config.n_iter}-step {config.method} on the L2 radius in "
                 f"[0, {config.r_max:g}] with a {config.attack_steps}-step {config.attack_rule} "
-                f"PGD maximum-damage attack (Eq. 5 of 001); {config.split} examples per "
+                f"PGD maximum-damage attack (Eq. 5 of 001), "
+                f"{BOX_WORDS[config.box]}; "
+                f"{config.split} examples per "
                 f"subgroup: {_counts(rows)}; "
                 f"config fingerprint {config.fingerprint()}."
             ),

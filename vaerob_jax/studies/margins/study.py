@@ -28,6 +28,7 @@ from vaerob_jax.models import VAE, make_vae
 from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
 from vaerob_jax.studies.common import canonical_grid, study_key, train_config_for
 from vaerob_jax.studies.margins.config import (
+    BOXES,
     TRAIN_FIELDS,
     MarginStudyConfig,
     validate_margin_config,
@@ -205,6 +206,7 @@ class MarginStudy:
             method=config.method,
             apply_to=config.apply_to,
             n_probes=config.n_probes,
+            box=BOXES[config.box],
         )
         spec = GridSpec(
             {"beta": [float(b) for b in config.betas], "tau": [float(t) for t in config.taus]}
