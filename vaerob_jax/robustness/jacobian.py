@@ -15,7 +15,6 @@ array arguments.
 
 from __future__ import annotations
 
-from statistics import NormalDist
 from typing import Any
 
 import jax
@@ -170,17 +169,15 @@ def conservative_bound(
     probability ≥ ``level`` over the draws (still up to Theorem 1's O(ε) term). NaN where the
     lower limit is ≤ m (the theorem says nothing there).
     """
+    from scipy.special import ndtri
+
     p = np.asarray(p_r, np.float64)
-    k = np.rint(p * n_samples)
-    p_lo = clopper_pearson_lower(k, n_samples, level)
-    ndtri = NormalDist().inv_cdf
-    out = np.full(p.shape, np.nan)
-    ok = p_lo > m
-    probit = np.array([ndtri(float(v)) for v in np.ravel(p_lo[ok])]) - ndtri(m)
+    p_lo = clopper_pearson_lower(np.rint(p * n_samples), n_samples, level)
     sig = np.broadcast_to(np.asarray(sigma_min, np.float64), p.shape)
     jac = np.broadcast_to(np.asarray(jac_fro, np.float64), p.shape)
-    out[ok] = sig[ok] * probit / jac[ok]
-    return out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = sig * (ndtri(p_lo) - ndtri(m)) / jac
+    return np.where(p_lo > m, bound, np.nan)
 
 
 def theorem1_bound(

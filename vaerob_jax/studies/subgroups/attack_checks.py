@@ -4,7 +4,7 @@ the convergence check (stronger attacks and independent random starts at the lar
 ``attack_diagnostics`` turns an :class:`~vaerob_jax.attacks.AttackResult` into the
 ``deviation.csv`` columns; ``check_attack_cells`` raises
 :class:`~vaerob_jax.attacks.AttackFailedError` before a cell whose attack never moved is
-stored; ``convergence_attacks`` / ``run_convergence`` compute the arrays that
+stored; ``study_attacks`` / ``run_convergence`` compute the arrays that
 ``attack_convergence.csv`` summarises (stored with the cell, so a resumed run reuses them).
 """
 
@@ -26,18 +26,17 @@ __all__ = [
     "CONVERGENCE_ARMS",
     "attack_diagnostics",
     "check_attack_cells",
-    "convergence_attacks",
     "run_convergence",
+    "study_attacks",
 ]
 
 
 CONVERGENCE_ARMS = ("doubled", "strong")
 
 
-def convergence_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, atk.Attack]:
-    """The stronger attacks of the convergence check, by name ({} when it is off)."""
-    if config.convergence_factor == 0:
-        return {}
+def study_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, atk.Attack]:
+    """The study's attack ('default', Eq. 4 of 000) and, unless the convergence check is off,
+    its stronger variants ('doubled', 'strong'), by name."""
 
     def attack(steps: int, restarts: int) -> atk.Attack:
         return atk.pgd(
@@ -49,6 +48,8 @@ def convergence_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, at
         )
 
     s, r = config.attack_steps, config.restarts
+    if config.convergence_factor == 0:
+        return {"default": attack(s, r)}
     return {
         "default": attack(s, r),
         "doubled": attack(2 * s, r),

@@ -32,8 +32,8 @@ from vaerob_jax.studies.runner import CellPlan, StudyRun
 from vaerob_jax.studies.subgroups.attack_checks import (
     attack_diagnostics,
     check_attack_cells,
-    convergence_attacks,
     run_convergence,
+    study_attacks,
 )
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
 from vaerob_jax.sweeps import GridSpec, ResultStore
@@ -114,7 +114,7 @@ def validate_config(config: SubgroupStudyConfig) -> None:
         raise ValueError(
             f"unknown deviation_kind {config.deviation_kind!r}; choose one of {DEVIATION_KINDS}"
         )
-    if config.convergence_factor not in (0,) and config.convergence_factor < 2:
+    if config.convergence_factor != 0 and config.convergence_factor < 2:
         raise ValueError(
             f"convergence_factor must be 0 (off) or >= 2, got {config.convergence_factor}"
         )
@@ -314,19 +314,13 @@ class SubgroupStudy:
         model, sample = inputs.model, inputs.sample
         betas = [float(b) for b in config.betas]
         xs = jnp.asarray(sample.images)
-        attack = atk.pgd(
-            atk.latent_damage(model),
-            norm=config.norm,
-            steps=config.attack_steps,
-            rule=config.attack_rule,
-            restarts=config.restarts,
-        )
+        attacks = study_attacks(config, model)
+        attack = attacks["default"]
         # One key for every β and ε: example n starts from the same point everywhere, so
         # models and budgets are compared on paired attacks, whatever the grid's history.
         attack_key = study_key(config.seed, "attack")
         show_idx = example_indices(sample)
         eps_top = max(float(e) for e in config.eps)
-        checks = convergence_attacks(config, model)
 
         def compute(cells: list[Any]) -> list[tuple[list[dict[str, Any]], dict[str, np.ndarray]]]:
             k = betas.index(float(cells[0]["beta"]))
@@ -350,9 +344,9 @@ class SubgroupStudy:
             results = []
             for e, cell in enumerate(cells):
                 arrays = {"mu_adv": mu_adv[e], "example_deltas": np.asarray(deltas[e, show_idx])}
-                if float(cell["eps"]) == eps_top and checks:
+                if float(cell["eps"]) == eps_top and "strong" in attacks:
                     arrays.update(
-                        run_convergence(checks, model, params, xs, float(cell["eps"]), config)
+                        run_convergence(attacks, model, params, xs, float(cell["eps"]), config)
                     )
                 for attr, (clf, cparams) in trained.classifiers.items():
                     arrays[f"pred_adv_{attr}"] = predict(clf, cparams, recon_adv[e])

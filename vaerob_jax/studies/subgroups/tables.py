@@ -92,9 +92,11 @@ def summaries(
     rows: Rows,
     groups_of: Callable[[dict], str],
     reference: str = "largest",
+    tests: bool = True,
 ) -> tuple[Rows, Rows, Rows]:
     """Per (β, ε) summaries, pairwise disparities against ``reference`` (Holm-adjusted) and
-    the omnibus test of Δc over groups given by ``groups_of(row)``."""
+    the omnibus test of Δc over groups given by ``groups_of(row)`` (the last two only with
+    ``tests``)."""
     summary, disp, omnibus = [], [], []
     cells = sorted({(r["beta"], r["eps"]) for r in rows})
     for beta, eps in cells:
@@ -107,7 +109,7 @@ def summaries(
         boot = np.random.default_rng(stats_seed(config.seed, "bootstrap", cell))
         for s in summarize(values, ids, boot, n_boot=config.n_boot, names=names):
             summary.append({"beta": beta, "eps": eps, "subgroup": s.pop("group"), **s})
-        if len(names) > 1:
+        if tests and len(names) > 1:
             perm = np.random.default_rng(stats_seed(config.seed, "permutation", cell))
             ref = reference if reference in names else "largest"
             for d in disparity(values, ids, perm, reference=ref, n_perm=config.n_perm, names=names):
@@ -191,7 +193,7 @@ def attribute_summaries(config: SubgroupStudyConfig, inputs: StudyInputs, rows: 
         def level(r: dict[str, Any], v: np.ndarray = values, lo: str = lo, hi: str = hi) -> str:
             return hi if v[by_id[r["example_id"]]] else lo
 
-        s, _, _ = summaries(config, rows, level)
+        s, _, _ = summaries(config, rows, level, tests=False)
         out += [{"attribute": label, **r} for r in s]
     return out
 
