@@ -75,7 +75,8 @@ def report_sections(
         f"({int(cmp.sum())} pairs) it is ≤ the estimated margin for {100 * share_le:.1f} % "
         f"of them (Pearson ρ over defined bounds = {corr:.2f}). "
         + theorem1_reading(int(np.sum(bnd[cmp] > est[cmp])), int(cmp.sum()))
-        + f" The margin estimate is an upper estimate (a stronger attack can only lower it), "
+        + f" The margin estimate is an upper estimate of the true margin (an attack that misses "
+        f"a violation overstates it), "
         f"bracketed to ±{config.r_max / 2 ** (config.n_iter + 1):.3g}. "
         + conservative_reading(rows, config)
     )
