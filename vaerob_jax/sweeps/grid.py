@@ -84,9 +84,7 @@ def same_value(a: Any, b: Any) -> bool:
       >>> same_value(np.float32(0.1), 0.1), same_value(5, 5.0), same_value("a", "b")
       (True, True, False)
     """
-    if _is_number(a) and _is_number(b):
-        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
-    if _is_number(a) or _is_number(b):
+    if is_number(a) or is_number(b):
         try:
             return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
         except (TypeError, ValueError):
@@ -97,7 +95,8 @@ def same_value(a: Any, b: Any) -> bool:
         return bool(a == b)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
     return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
         v, bool | np.bool_
     )

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from vaerob_jax.sweeps.grid import format_value, is_number, same_value
+
 Row = dict[str, Any]
 Table = Sequence[Mapping[str, Any]] | Mapping[str, Any]
 
@@ -105,7 +107,6 @@ def join_rows(left: Table, right: Table, on: Sequence[str], *, how: str = "inner
     Raises:
       ValueError: unknown ``how``, missing key columns, or duplicate keys in ``right``.
     """
-    from vaerob_jax.sweeps.grid import format_value
 
     if how != "inner":
         raise ValueError(f"only how='inner' is supported, got {how!r}")
@@ -114,7 +115,7 @@ def join_rows(left: Table, right: Table, on: Sequence[str], *, how: str = "inner
     require_columns(rrows, on, what="join right")
 
     def key(r: Mapping[str, Any]) -> tuple[str, ...]:
-        return tuple(format_value(r[c]) if _is_number(r[c]) else str(r[c]) for c in on)
+        return tuple(format_value(r[c]) if is_number(r[c]) else str(r[c]) for c in on)
 
     index: dict[tuple[str, ...], Row] = {}
     for r in rrows:
@@ -132,15 +133,7 @@ def join_rows(left: Table, right: Table, on: Sequence[str], *, how: str = "inner
 
 def filter_rows(rows: Sequence[Mapping[str, Any]], **equal: Any) -> list[Row]:
     """Rows whose columns equal the given values (floats compared canonically)."""
-    from vaerob_jax.sweeps.grid import same_value
-
     return [dict(r) for r in rows if all(same_value(r.get(k), v) for k, v in equal.items())]
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
-        v, bool | np.bool_
-    )
 
 
 # ---------------------------------------------------------------------------------------------
