@@ -69,24 +69,46 @@ def uninterrupted(tiny_model, tiny_images, elbo):
     return _train(tiny_model, elbo, tiny_images, _cfg(6))
 
 
+class _CtrlCAt:
+    """A progress display whose update raises KeyboardInterrupt after step ``at`` (Ctrl-C)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def __call__(self, *args, **kwargs):
+        from vaerob_jax.sweeps.progress import Progress
+
+        at = self.at
+
+        class Interrupting(Progress):
+            def update(self, done, *a, **k):
+                if done == at:
+                    raise KeyboardInterrupt
+                return super().update(done, *a, **k)
+
+        return Interrupting(*args, **kwargs)
+
+
 def test_resumed_run_equals_uninterrupted_run(
-    tiny_model, tiny_images, elbo, uninterrupted, tmp_path
+    tiny_model, tiny_images, elbo, uninterrupted, tmp_path, monkeypatch
 ):
-    # A run "killed" after step 3: its last checkpoint is at step 2 and metrics.csv already
-    # holds step 3, which the resumed run must log again without duplicating it.
+    # A 6-step run stopped by Ctrl-C after step 3: its last checkpoint is at step 2 and
+    # metrics.csv already holds step 3, which the resumed run must log again only once.
+    import vaerob_jax.train.trainer as trainer_mod
+
     chex.clear_trace_counter()
     # One trace for both calls: restored state reuses the compiled step.
     counted = dataclasses.replace(elbo, fn=chex.assert_max_traces(elbo.fn, n=1))
-    first = _train(tiny_model, counted, tiny_images, _cfg(3), tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod, "Progress", _CtrlCAt(3))
+        with pytest.raises(KeyboardInterrupt):
+            _train(tiny_model, counted, tiny_images, _cfg(6), tmp_path)
     ckpt = tmp_path / "checkpoints"
-    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [2, 3]
-    for f in sorted((ckpt / "3").rglob("*"), reverse=True):
-        f.unlink() if f.is_file() else f.rmdir()
-    (ckpt / "3").rmdir()
+    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [2]
     assert read_metrics(tmp_path / "metrics.csv")["step"].max() == 3
 
     resumed = _train(tiny_model, counted, tiny_images, _cfg(6), tmp_path)
-    assert resumed.resumed_from == 2 and first.resumed_from is None
+    assert resumed.resumed_from == 2
     assert _equal(resumed.params, uninterrupted.params)
     assert _equal(resumed.opt_state, uninterrupted.opt_state)
     np.testing.assert_array_equal(resumed.history["step"], [3, 4, 5, 6])
@@ -110,6 +132,40 @@ def test_resumed_run_equals_uninterrupted_run(
     assert again.resumed_from == 6 and again.history["step"].size == 0
     assert _equal(again.params, uninterrupted.params)
     assert len(read_metrics(tmp_path / "metrics.csv")["step"]) == 18
+
+
+def _tree_bytes(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_of_another_length_is_refused_untouched_unless_extended(
+    tiny_model, tiny_images, elbo, uninterrupted, tmp_path
+):
+    """Issue 9.1: another step count used to extend the stored run in place (max_to_keep then
+    pruned its final checkpoint); now it is refused before anything is written, and a longer
+    run is the explicit extend=True, which continues the stored trajectory exactly."""
+    _train(tiny_model, elbo, tiny_images, _cfg(2), tmp_path)
+    before = _tree_bytes(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r"holds a run of 2 steps.*extend=True"):
+        _train(tiny_model, elbo, tiny_images, _cfg(6), tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="shorter run is a different run"):
+        _train(tiny_model, elbo, tiny_images, _cfg(1), tmp_path)
+    assert _tree_bytes(tmp_path) == before  # checkpoints, metrics and grid.json untouched
+
+    extended = train_grid(
+        tiny_model, elbo, tiny_images, GRID, _cfg(6), KEY, workdir=tmp_path, progress=False,
+        extend=True,
+    )  # fmt: skip
+    assert extended.resumed_from == 2
+    assert _equal(extended.params, uninterrupted.params)
+    # The folder now holds the 6-step run: it loads without extend, and a shorter ask is
+    # still refused even with extend (extending never shortens).
+    assert _train(tiny_model, elbo, tiny_images, _cfg(6), tmp_path).resumed_from == 6
+    with pytest.raises(CheckpointMismatchError, match="shorter run"):
+        train_grid(
+            tiny_model, elbo, tiny_images, GRID, _cfg(4), KEY, workdir=tmp_path,
+            progress=False, extend=True,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +240,7 @@ def test_corrupted_checkpoint_raises_checkpoint_error(tiny_model, tiny_images, e
     step_dir = tmp_path / "checkpoints" / "2"
     _garble([f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"])
     with pytest.raises(CheckpointError, match="corrupted") as err:
-        _train(tiny_model, elbo, tiny_images, _cfg(4), tmp_path)
+        _train(tiny_model, elbo, tiny_images, _cfg(2), tmp_path)
     assert str(step_dir) in str(err.value)
     (step_dir / "meta" / "metadata").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable") as err:

@@ -8,7 +8,14 @@ Example:
     ...                  jax.random.key(0), workdir="run")
 """
 
-from vaerob_jax.train.checkpoint import CheckpointError, GridCheckpointer, load_params, save_params
+from vaerob_jax.train.checkpoint import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    GridCheckpointer,
+    load_params,
+    save_params,
+)
 from vaerob_jax.train.config import BATCH_SAMPLINGS, MODEL_AXES, OPTIMIZERS, TrainConfig
 from vaerob_jax.train.fingerprint import grid_fingerprint
 from vaerob_jax.train.grid import batch_indices, make_grid
@@ -21,7 +28,9 @@ __all__ = [
     "BATCH_SAMPLINGS",
     "MODEL_AXES",
     "OPTIMIZERS",
+    "CheckpointCorruptError",
     "CheckpointError",
+    "CheckpointMismatchError",
     "GridCheckpointer",
     "MetricsLog",
     "TrainConfig",

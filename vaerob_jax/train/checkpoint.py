@@ -234,12 +234,16 @@ class GridCheckpointer:
             ) from err
         return dict(leaves)
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
+    def restore(
+        self, abstract_state: Any, step: int | None = None, *, ignore: tuple[str, ...] = ()
+    ) -> tuple[int, Any]:
         """Restores checkpoint ``step`` (default: the latest) after checking its fingerprint.
 
         Args:
           abstract_state: the state pytree of the current run (arrays or ShapeDtypeStructs).
           step: which checkpoint; None for the latest.
+          ignore: top-level fingerprint fields not compared (the caller has decided about
+            them, e.g. ``steps`` when a run is explicitly extended).
 
         Returns:
           (step, state) with the state's arrays restored bit-exactly, verified against the
@@ -257,7 +261,10 @@ class GridCheckpointer:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         where = self.directory / str(step)
         saved = self.read_fingerprint(step)
-        diffs = fingerprint_differences(saved, self.fingerprint)
+        diffs = fingerprint_differences(
+            {k: v for k, v in saved.items() if k not in ignore},
+            {k: v for k, v in self.fingerprint.items() if k not in ignore},
+        )
         if diffs:
             raise CheckpointMismatchError(
                 f"checkpoint {where} was written by a different run, refusing to resume it:\n  "

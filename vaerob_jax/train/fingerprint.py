@@ -2,9 +2,13 @@
 
 Stored with every checkpoint; :class:`~vaerob_jax.train.GridCheckpointer` refuses to resume a
 checkpoint whose fingerprint differs and names the differing fields (e.g. ``grid.beta``).
-The number of steps, the checkpoint/log cadence, max_to_keep and the model axis are left out
-(a run may be extended, and every model axis gives the same results); the learning rate is in
-the grid (one per model), not in the train settings.
+The number of steps is recorded (``steps``, the run's length): it does not change the
+trajectory, but a checkpoint folder holds one run, so a run of another length is refused
+unless it explicitly extends the stored one (``train_grid(..., extend=True)``); a shorter
+run never loads (or, through ``max_to_keep``, deletes) a longer run's checkpoints. The
+checkpoint/log cadence, max_to_keep and the model axis are left out (every model axis gives
+the same results); the learning rate is in the grid (one per model), not in the train
+settings.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from vaerob_jax.train.steps import init_program, step_settings
 
 __all__ = ["data_digest", "grid_fingerprint"]
 
-FORMAT = 2
+FORMAT = 3  # 2: without 'steps'
 _NOT_TRAJECTORY = ("steps", "checkpoint_every", "log_every", "max_to_keep", "model_axis")
 
 
@@ -65,6 +69,7 @@ def grid_fingerprint(
     columns = {**grid.hp, "seed": grid.seeds, "learning_rate": grid.learning_rates}
     return {
         "format": FORMAT,
+        "steps": int(config.steps),
         "model": {**model.spec(), "param_shapes": _param_shapes(model, config)},
         "loss": loss.spec(),
         "grid": {

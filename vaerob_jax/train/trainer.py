@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax.sweeps.progress import Progress
-from vaerob_jax.train.checkpoint import CheckpointError, GridCheckpointer
+from vaerob_jax.train.checkpoint import CheckpointError, CheckpointMismatchError, GridCheckpointer
 from vaerob_jax.train.config import TrainConfig
 from vaerob_jax.train.fingerprint import grid_fingerprint
 from vaerob_jax.train.grid import (
@@ -101,21 +101,48 @@ def _restore_latest(
     step_config: TrainConfig,
     init_keys: jax.Array,
     steps: int,
+    extend: bool,
 ) -> tuple[int, Any, Any] | None:
-    """(step, params, opt_state) of the checkpoint to resume, or None when there is none."""
+    """(step, params, opt_state) of the checkpoint to resume, or None when there is none.
+
+    The folder holds one run of a recorded length: the same length resumes (or loads) it,
+    a longer one continues it only with ``extend``, a shorter one is refused, all before
+    anything is written (so no checkpoint of the stored run is ever pruned by accident).
+    """
     latest = checkpointer.latest_step()
     if latest is None:
         return None
-    target_step = latest
-    if latest > steps:
-        if steps not in checkpointer.all_steps():
-            raise CheckpointError(
-                f"checkpoints in {checkpointer.directory} are at steps "
-                f"{checkpointer.all_steps()}, beyond the requested {steps} steps "
-                f"and none is at that step; ask for at least {latest} steps or use another "
-                "workdir"
+    where = checkpointer.directory
+    saved = checkpointer.read_fingerprint(latest)
+    saved_steps = saved.get("steps")
+    ignore: tuple[str, ...] = ()
+    if saved.get("format") == 2:  # written before the length was recorded
+        ignore = ("format", "steps")
+        if latest > steps or (latest < steps and not extend):
+            raise CheckpointMismatchError(
+                f"checkpoints in {where} (an older format that does not record the run's "
+                f"length) reach step {latest}; this run asks for {steps} steps. "
+                + (
+                    "Pass extend=True (--extend) to train that run on to the new length, or "
+                    "use another workdir."
+                    if latest < steps
+                    else "A shorter run is a different run: use another workdir."
+                )
             )
-        target_step = steps
+    elif saved_steps != steps:
+        if not extend or latest > steps:
+            fix = (
+                "Pass extend=True (--extend on the command line) to train that run on to "
+                f"{steps} steps, or use another workdir."
+                if latest < steps
+                else "A shorter run is a different run: use another workdir (nothing was "
+                "changed in this one)."
+            )
+            raise CheckpointMismatchError(
+                f"{where} holds a run of {saved_steps} steps (last checkpoint: step {latest}); "
+                f"this run asks for {steps}. {fix}"
+            )
+        ignore = ("steps",)
     abstract_params, abstract_opt = jax.eval_shape(
         lambda keys: init_stack(model, step_config, keys), init_keys
     )
@@ -124,7 +151,7 @@ def _restore_latest(
         "opt_state": abstract_opt,
         "step": jax.ShapeDtypeStruct((), jnp.int32),
     }
-    start, state = checkpointer.restore(abstract, target_step)
+    start, state = checkpointer.restore(abstract, latest, ignore=ignore)
     if int(state["step"]) != start:
         raise CheckpointError(
             f"checkpoint {checkpointer.directory / str(start)} stores step "
@@ -188,6 +215,7 @@ def train_grid(
     *,
     workdir: str | Path | None = None,
     progress: bool = True,
+    extend: bool = False,
 ) -> TrainResult:
     """Trains one model per grid entry with a batch-level loss, in one compiled step.
 
@@ -216,6 +244,9 @@ def train_grid(
       key: the run's PRNG key.
       workdir: folder for checkpoints and metrics; None keeps everything in memory.
       progress: show a progress bar (TTY) or periodic lines with ETA; False is silent.
+      extend: allow continuing a stored run of fewer steps to ``config.steps`` (its
+        checkpoints then belong to the longer run). Without it a workdir holding a run of
+        another length is refused before anything is written.
 
     Returns:
       A :class:`TrainResult` with the stacked params (model k = grid entry k).
@@ -264,7 +295,9 @@ def train_grid(
                 out_dir / "checkpoints", fingerprint, config.max_to_keep
             )
             cleanup.callback(checkpointer.close)  # waits for pending saves, also on errors
-            restored = _restore_latest(checkpointer, model, step_config, init_keys, config.steps)
+            restored = _restore_latest(
+                checkpointer, model, step_config, init_keys, config.steps, extend
+            )
             if restored is not None:
                 start, params, opt_state = restored
                 resumed_from = start
