@@ -81,8 +81,13 @@ def test_train_end_to_end_then_resume(tmp_path, capsys):
     np.testing.assert_array_equal(np.unique(m["beta"]), [1.0, 2.0, 3.0])
     assert np.all(np.isfinite(m["loss"]))
 
-    # Extending the run resumes from the step-6 checkpoint and appends rows 8 and 10 only.
+    # Another length is refused, the folder untouched; --extend resumes from the step-6
+    # checkpoint and appends rows 8 and 10 only.
     rc = main([*TINY, "--betas", "1,2,3", "--train-steps", "10", "--out", str(out)])
+    assert rc == 1 and "--extend" in capsys.readouterr().err
+    assert read_metrics(out / "metrics.csv")["step"].max() == 6
+    assert json.loads((out / "config.json").read_text())["train_config"]["steps"] == 6
+    rc = main([*TINY, "--betas", "1,2,3", "--train-steps", "10", "--extend", "--out", str(out)])
     assert rc == 0
     assert "resumed from the checkpoint at step 6" in capsys.readouterr().out
     m2 = read_metrics(out / "metrics.csv")
@@ -142,3 +147,22 @@ def test_experiment_config_round_trips_through_the_cli():
         else:
             assert parsed == value, name
     assert "vaerob train --dataset shapes --betas 1,5,10" in (exp.__doc__ or "")
+
+
+def test_unusable_or_busy_out_exits_4_before_training(tmp_path, capsys):
+    """Issue 9.5-6: a file as --out, a path under a file and a folder another run holds end
+    with their own exit code and a message naming the path, before any training."""
+    from vaerob_jax.sweeps import lock_output
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out, message in ((a_file, "is a file"), (a_file / "run", "lies under")):
+        assert main([*TINY, "--train-steps", "2", "--out", str(out)]) == 4
+        err = capsys.readouterr().err
+        assert message in err and str(a_file) in err and "Traceback" not in err
+    busy = tmp_path / "busy"
+    with lock_output(busy, command="another run"):
+        assert main([*TINY, "--train-steps", "2", "--out", str(busy)]) == 4
+    err = capsys.readouterr().err
+    assert "in use by another vaerob run" in err and "another run" in err
+    assert not (busy / "checkpoints").exists() and not (busy / "config.json").exists()

@@ -173,6 +173,7 @@ def _synthetic_deviation(rows, path):
                     "delta_c": dc,
                     "recon_loss": 1.0,
                     "latent_shift": 0.5,
+                    "model_digest": r["model_digest"],  # the same models (a copied grid)
                 }
             )
     # An example the margin study did not evaluate must simply not join.
@@ -313,3 +314,27 @@ def test_margins_table_has_the_conservative_bound(study):
         cons, point = r["bound_conservative"], r["bound"]
         if not math.isnan(cons):
             assert not math.isnan(point) and cons <= point + 1e-9
+
+
+def test_join_only_rows_of_the_same_models():
+    """9.3: Δc joins margins only where both studies used the same model (equal digests);
+    other βs are skipped with a line, and a table without digests is not joined at all."""
+    from vaerob_jax.studies.margins.tables import join_same_models
+
+    def margin(beta, digest, i):
+        return {"beta": beta, "model_digest": digest, "subgroup": "a", "example_id": i, "m": i}
+
+    def dev(beta, digest, i):
+        return {"beta": beta, "model_digest": digest, "subgroup": "a", "example_id": i, "d": -i}
+
+    margins = [margin(1.0, "aa", i) for i in range(3)] + [margin(5.0, "bb", i) for i in range(3)]
+    devs = [dev(1.0, "aa", i) for i in range(3)] + [dev(5.0, "cc", i) for i in range(3)]
+    lines: list[str] = []
+    joined = join_same_models(margins, devs, lines.append)
+    got = [(j["beta"], j["example_id"], j["d"]) for j in joined]
+    assert got == [(1.0, i, -i) for i in range(3)]
+    assert len(lines) == 1 and "β [5.0]" in lines[0] and "digests differ" in lines[0]
+    old = [{k: v for k, v in d.items() if k != "model_digest"} for d in devs]
+    lines.clear()
+    assert join_same_models(margins, old, lines.append) == []
+    assert "names no model digests" in lines[0]

@@ -38,7 +38,14 @@ def test_tables_have_the_promised_shape(study):
     assert list(dev[0]) == [
         "beta", "eps", "subgroup", "example_id", "delta_c", "recon_loss", "latent_shift",
         "attack_value", "attack_start_value", "attack_nonfinite_steps", "attack_failed",
+        "model_digest",
     ]  # fmt: skip
+    # One model digest per β (the VAE attacked), different models, different digests.
+    digests = {}
+    for r in dev:
+        digests.setdefault(r["beta"], set()).add(str(r["model_digest"]))
+    assert all(len(d) == 1 for d in digests.values())
+    assert len({next(iter(d)) for d in digests.values()}) == len(TINY.betas)
     # The attack's own record: best value never below its start, failures flagged per example
     # (on a trained tiny model PGD gains over its random start almost everywhere).
     assert all(r["attack_value"] >= r["attack_start_value"] for r in dev)
@@ -186,6 +193,8 @@ def test_bad_config_is_rejected_before_anything_runs(change, message):
         ({"subgroups": ("Young", "Bald")}, "Bald"),
         ({"eps": (float("nan"),)}, "eps"),
         ({"disparity_reference": "old_women"}, "disparity_reference 'old_women'"),
+        ({"knn_k": 65}, "knn_k=65 exceeds n_reference=64"),
+        ({"n_reference": 10_000, "knn_k": 1000}, "knn_k=1000 exceeds the"),
     ],
 )
 def test_bad_config_fails_before_training(change, message, tmp_path, monkeypatch):
@@ -301,3 +310,169 @@ def test_readings_follow_the_convergence_table():
     assert sentence is not None and sentence.startswith("No least-robust subgroup is claimed")
     assert "old-women have the highest" in sentence and "but young-men under" in sentence
     assert "raise attack_steps" in convergence_reading(flipped)  # doubling moved 6.8 %
+
+
+# -- issue 9: a folder's results are never lost or poisoned -----------------------------------
+
+
+def _tree_digests(folder):
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".vaerob.lock"
+    }
+
+
+@pytest.mark.slow
+def test_other_train_steps_is_refused_before_training_and_keeps_the_folder(
+    study, tmp_path, monkeypatch
+):
+    """9.1: another --train-steps used to train over the folder's models; now the stored
+    config refuses it first and nothing in the folder changes."""
+    import shutil
+
+    import vaerob_jax.studies.subgroups.study as study_mod
+    from vaerob_jax.sweeps import FingerprintMismatchError
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = _tree_digests(copy)
+
+    def no_training(*a, **k):
+        raise AssertionError("training started in a folder of other settings")
+
+    monkeypatch.setattr(study_mod, "train_grid", no_training)
+    longer = dataclasses.replace(CFG, train_steps=CFG.train_steps + 10)
+    with pytest.raises(FingerprintMismatchError, match="train_steps"):
+        run_subgroup_study(longer, copy, progress=False, log=lambda _: None)
+    assert _tree_digests(copy) == before  # config.json included
+
+
+@pytest.mark.slow
+def test_cells_of_other_models_are_recomputed(study, tmp_path, monkeypatch):
+    """9.2: cells are tied to the parameters they came from: a changed β = 5 model (as after
+    a retrain or a restored-but-different checkpoint) recomputes exactly its cells."""
+    import shutil
+
+    import jax
+
+    import vaerob_jax.attacks as atk
+    from vaerob_jax.studies.subgroups.study import SubgroupStudy
+    from vaerob_jax.sweeps import CellRecomputeWarning
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    real_train = SubgroupStudy.train
+
+    def changed_train(self, config, inputs, run):
+        trained = real_train(self, config, inputs, run)
+        last = len(config.betas) - 1
+        params = jax.tree.map(lambda a: a.at[last].add(1e-3), trained.params)
+        return dataclasses.replace(trained, params=params)
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def record(attack, params, xs, eps_grid, key, **kw):
+        calls.append(np.asarray(eps_grid).tolist())
+        raise Stop
+
+    monkeypatch.setattr(SubgroupStudy, "train", changed_train)
+    monkeypatch.setattr(atk, "run_attack", record)
+    with (
+        pytest.warns(CellRecomputeWarning, match="2 stored cells .* other model parameters"),
+        pytest.raises(Stop),
+    ):
+        run_subgroup_study(CFG, copy, progress=False, log=lambda _: None)
+    # β = 1/3 (unchanged) was not attacked; the first attack is β = 5's pending ε values.
+    assert len(calls) == 1
+    np.testing.assert_allclose(calls[0], CANON.eps, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_was_kept_and_the_cli_exits_130(study, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import vaerob_jax.attacks as atk
+    from vaerob_jax.commands import run_reporting_errors
+    from vaerob_jax.studies import RunInterrupted
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atk, "run_attack", ctrl_c)
+    bigger = dataclasses.replace(CFG, eps=(*CFG.eps, 0.2))
+    with pytest.raises(RunInterrupted) as exc:
+        run_subgroup_study(bigger, copy, progress=False, log=lambda _: None)
+    text = str(exc.value)
+    n_done, n_all = len(CANON.betas) * len(CANON.eps), len(CANON.betas) * (len(CANON.eps) + 1)
+    assert f"keeps {n_done} of {n_all} finished cells" in text
+    assert f"checkpoints up to step {CANON.train_steps}" in text and "resume" in text
+
+    def interrupted():
+        raise exc.value
+
+    assert run_reporting_errors("subgroups", interrupted) == (130, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vaerob subgroups: interrupted:")
+
+
+def test_cli_refuses_a_held_or_unusable_out_with_exit_4(tmp_path, capsys):
+    from vaerob_jax.sweeps import lock_output
+
+    busy = tmp_path / "busy"
+    with lock_output(busy, command="the first run"):
+        assert main(["subgroups", "--preset", "tiny", "--out", str(busy)]) == 4
+    err = capsys.readouterr().err
+    assert "in use by another vaerob run" in err and "the first run" in err
+    assert not (busy / "config.json").exists() and not (busy / "cells").exists()
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    assert main(["subgroups", "--preset", "tiny", "--out", str(a_file / "x")]) == 4
+    assert "lies under" in capsys.readouterr().err
+
+
+def test_count_flags_take_all_and_tfds_sizes_are_subsets():
+    from vaerob_jax.commands.subgroups import build_config
+    from vaerob_jax.data import size_kwargs
+
+    args = build_parser_args(["--preset", "tiny", "--n-train", "all", "--n-test", "50"])
+    cfg = build_config(args)
+    assert cfg.n_train is None and cfg.n_test == 50 and cfg.backbone == TINY.backbone
+    assert size_kwargs("shapes", 10) == {"n": 10}  # generated: how many are made
+    assert size_kwargs("celeb_a", 10) == {"limit": 10}  # read: a seeded subset
+    assert size_kwargs("mnist", None) == {}
+
+
+def build_parser_args(argv):
+    from vaerob_jax.cli import build_parser
+
+    return build_parser().parse_args(["subgroups", "--out", "unused", *argv])
+
+
+@pytest.mark.slow
+def test_tfds_study_from_the_cli_on_mock_data(tmp_path, capsys):
+    """9.8: the TFDS path of the study works from the CLI (the tiny preset's n_train becomes a
+    subset of CelebA, not a generator option), end to end on TFDS's mock data."""
+    import tensorflow_datasets as tfds
+
+    out = tmp_path / "celeba"
+    argv = ["subgroups", "--preset", "tiny", "--dataset", "celeb_a", "--betas", "1"]
+    argv += ["--eps", "0.1", "--classifier-steps", "0", "--quiet", "--out", str(out)]
+    with tfds.testing.mock_data(num_examples=96):
+        assert main(argv) == 0, capsys.readouterr().err
+    dev = read_csv(out / "deviation.csv", types={"subgroup": str})
+    assert len(dev) == 4 * TINY.n_per_subgroup
+    assert {r["subgroup"] for r in dev} == {"young-women", "young-men", "old-women", "old-men"}
+    assert all(np.isfinite(r["delta_c"]) and r["delta_c"] >= 0 for r in dev)
+    assert '"dataset": "celeb_a"' in (out / "config.json").read_text()

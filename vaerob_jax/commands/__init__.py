@@ -1,19 +1,24 @@
 """Subcommands of the ``vaerob`` CLI; each module exposes ``register(subparsers)``.
 
-Shared here: comma-separated list parsing for flags, and how a study command reports the
-errors a user can fix (exit 2: bad settings or data; exit 1: an output folder trained with
-other settings).
+Shared here: comma-separated list parsing for flags, and how a command reports the errors a
+user can fix, each with its own exit code (:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 __all__ = [
+    "ALL",
+    "EXIT_CODES",
     "add_study_flags",
+    "apply_flags",
+    "count_or_all",
+    "exit_codes_epilog",
     "float_list",
     "flag_changes",
     "int_list",
@@ -45,6 +50,37 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+class _All:
+    """The value of a count flag given as 'all': the config field becomes None (no limit)."""
+
+    def __repr__(self) -> str:
+        return "all"
+
+
+#: What :func:`count_or_all` returns for 'all' / 'none'.
+ALL = _All()
+
+
+def count_or_all(text: str) -> int | _All:
+    """argparse type for a count that may be 'all' (or 'none'): the whole split, no limit."""
+    if text.strip().lower() in ("all", "none"):
+        return ALL
+    try:
+        return int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from err
+
+
+def apply_flags(preset: Any, changes: dict[str, Any]) -> Any:
+    """``preset`` with the flags' changes: None (flag not given) keeps the preset's value,
+    :data:`ALL` sets the field to None (e.g. ``--n-test all``: the whole split)."""
+    from vaerob_jax.studies.common import override
+
+    config = override(preset, **{k: v for k, v in changes.items() if v is not ALL})
+    unset = {k: None for k, v in changes.items() if v is ALL}
+    return dataclasses.replace(config, **unset) if unset else config
+
+
 def add_study_flags(parser: argparse.ArgumentParser, overrides: dict[str, tuple[Any, str]]) -> None:
     """Adds one flag per overridable config field (unset: None, the preset's value stays)
     plus --fresh and --quiet, the flags every study command has."""
@@ -71,32 +107,61 @@ def flag_changes(args: argparse.Namespace, names: Any) -> dict[str, Any]:
     return changes
 
 
+#: Exit codes of every command (the README and ``--help`` epilogs quote them).
+EXIT_CODES = {
+    0: "success",
+    1: "the output folder holds models trained with other settings",
+    2: "bad settings or data, or an output folder holding results of another config",
+    3: "a computation failed (an attack that never moved, a non-finite result); not stored",
+    4: "the output folder cannot be used (a file, not writable) or another run holds it",
+    5: "a checkpoint in the output folder is damaged (the message names the folder to remove)",
+    130: "interrupted (Ctrl-C); what was finished is kept and the same command resumes",
+}
+
+
+def exit_codes_epilog() -> str:
+    """The exit codes, as a ``--help`` epilog."""
+    return "exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+
+
 def run_reporting_errors(command: str, fn: Callable[[], T]) -> tuple[int, T | None]:
-    """Runs ``fn`` and turns the errors a user can act on into a message and an exit code.
+    """Runs ``fn`` and turns the errors a user can act on into one message and an exit code.
 
     Returns:
-      (0, result), or (2, None) for bad settings, unprepared data or an output folder holding
-      cells of another config, (1, None) for a folder whose models were trained otherwise,
-      or (3, None) for a computation that failed (an attack that never moved, a non-finite
-      result): nothing of it was stored as finished.
+      (0, result), or (code, None) with the codes of :data:`EXIT_CODES`: 1 for a folder whose
+      models were trained otherwise, 2 for bad settings, unprepared data or cells of another
+      config, 3 for a computation that failed (nothing of it was stored as finished), 4 for
+      an unusable or busy output folder, 5 for a damaged checkpoint, 130 for Ctrl-C (one line
+      saying what was kept, no traceback).
     """
     from vaerob_jax.attacks import AttackFailedError
     from vaerob_jax.data import DatasetNotPreparedError
-    from vaerob_jax.sweeps import FingerprintMismatchError, NonFiniteResultError
-    from vaerob_jax.train import CheckpointError
+    from vaerob_jax.sweeps import (
+        FingerprintMismatchError,
+        NonFiniteResultError,
+        OutputDirError,
+        OutputLockedError,
+    )
+    from vaerob_jax.train import CheckpointCorruptError, CheckpointError
 
     try:
         return 0, fn()
+    except KeyboardInterrupt as err:
+        text = str(err) or "interrupted; finished work is kept and the same command resumes"
+        print(f"vaerob {command}: {text}", file=sys.stderr)
+        return 130, None
+    except CheckpointCorruptError as err:
+        print(f"vaerob {command}: error: {err}", file=sys.stderr)
+        return 5, None
     except CheckpointError as err:
-        print(
-            f"vaerob {command}: error: {err}\n(the output folder was trained with other "
-            "settings: use another --out, or --fresh to discard what it holds)",
-            file=sys.stderr,
-        )
+        print(f"vaerob {command}: error: {err}", file=sys.stderr)
         return 1, None
     except (AttackFailedError, NonFiniteResultError) as err:
         print(f"vaerob {command}: computation failed: {err}", file=sys.stderr)
         return 3, None
+    except (OutputDirError, OutputLockedError) as err:
+        print(f"vaerob {command}: error: {err}", file=sys.stderr)
+        return 4, None
     except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
         print(f"vaerob {command}: error: {err}", file=sys.stderr)
         return 2, None

@@ -14,27 +14,20 @@ Example:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from vaerob_jax.commands import (
     add_study_flags,
+    apply_flags,
+    count_or_all,
+    exit_codes_epilog,
     flag_changes,
     float_list,
     run_reporting_errors,
 )
 
 __all__ = ["build_config", "register", "run"]
-
-
-def _count_or_all(text: str) -> int | str:
-    if text.lower() in ("none", "all"):
-        return "all"  # every example of the subgroups (config value None)
-    try:
-        return int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from err
 
 
 # Flags that override a field of the preset; None (unset) keeps the preset's value.
@@ -49,8 +42,11 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "train_steps": (int, "VAE training steps"),
     "batch_size": (int, "training batch size"),
     "learning_rate": (float, "Adam learning rate"),
-    "n_train": (int, "training images of embedded data"),
-    "n_test": (int, "images in the evaluated split of embedded data"),
+    "n_train": (
+        count_or_all,
+        "training images (generated data: made; read: a subset), or 'all'",
+    ),
+    "n_test": (count_or_all, "images of the evaluated split (as --n-train), or 'all'"),
     "r": (float, "output radius r of p(‖Δ(x)‖₂ ≤ r) (001 Eq. 2)"),
     "m": (float, "probability level of r-robustness (0.5 in 001)"),
     "n_samples": (int, "Monte-Carlo η draws per probability"),
@@ -65,7 +61,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "restarts": (int, "random restarts inside each attack (best kept)"),
     "n_starts": (int, "attack starts per radius; robust only if robust after each"),
     "n_probes": (int, "random probes for the ‖J‖_F probe estimate"),
-    "max_per_subgroup": (_count_or_all, "examples per subgroup, or 'all'"),
+    "max_per_subgroup": (count_or_all, "examples per subgroup, or 'all'"),
     "split": (str, "split the examples come from"),
     "chunk_size": (int, "examples per call of the compiled program"),
     "seed": (int, "the run's seed"),
@@ -80,6 +76,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "margins",
         help="margin study (001): Theorem-1 bound vs estimated margin per subgroup",
         description=__doc__.split("\n\n")[0],
+        epilog=exit_codes_epilog(),
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (resumed if present)")
     p.add_argument("--preset", choices=sorted(MARGIN_PRESETS), default="shapes")
@@ -96,20 +93,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The preset named by --preset with the flags that were given applied."""
-    from vaerob_jax.studies.common import override
     from vaerob_jax.studies.margins import MARGIN_PRESETS
 
-    changes = flag_changes(args, [n for n in _OVERRIDES if n != "max_per_subgroup"])
+    changes = flag_changes(args, _OVERRIDES)
     changes["subgroup_study_dir"] = args.subgroup_study
-    config = override(MARGIN_PRESETS[args.preset], **changes)
-    if args.max_per_subgroup is not None:
-        n = args.max_per_subgroup
-        config = dataclasses.replace(config, max_per_subgroup=None if n == "all" else n)
-    return config
+    return apply_flags(MARGIN_PRESETS[args.preset], changes)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the study; bad settings exit with code 2 and a message naming the problem."""
+    """Runs the study; errors exit with the codes of ``EXIT_CODES`` and one message."""
     from vaerob_jax.studies.margins import run_margin_study, validate_margin_config
 
     def study() -> dict[str, Path]:

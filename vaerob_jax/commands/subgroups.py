@@ -18,6 +18,9 @@ from typing import Any
 
 from vaerob_jax.commands import (
     add_study_flags,
+    apply_flags,
+    count_or_all,
+    exit_codes_epilog,
     flag_changes,
     float_list,
     run_reporting_errors,
@@ -36,8 +39,11 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "train_steps": (int, "VAE training steps"),
     "batch_size": (int, "training batch size"),
     "learning_rate": (float, "Adam learning rate"),
-    "n_train": (int, "training images of embedded data"),
-    "n_test": (int, "images in the sampled split of embedded data"),
+    "n_train": (
+        count_or_all,
+        "training images (generated data: made; read: a subset), or 'all'",
+    ),
+    "n_test": (count_or_all, "images of the held-out split (as --n-train), or 'all'"),
     "eps": (float_list, "attack budgets, e.g. 0.03,0.06,0.1"),
     "norm": (str, "threat model: linf or l2"),
     "attack_steps": (int, "PGD steps"),
@@ -61,6 +67,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "subgroups",
         help="subgroup robustness study (000): train, attack, evaluate, report",
         description=__doc__.split("\n\n")[0],
+        epilog=exit_codes_epilog(),
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (resumed if present)")
     p.add_argument(
@@ -76,16 +83,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The preset named by --preset (or by --dataset), with the flags that were given applied."""
-    from vaerob_jax.studies.common import override
     from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
 
     preset = args.preset or (args.dataset if args.dataset in SUBGROUP_PRESETS else "shapes")
-    changes = flag_changes(args, _OVERRIDES)
-    return override(SUBGROUP_PRESETS[preset], **changes)
+    return apply_flags(SUBGROUP_PRESETS[preset], flag_changes(args, _OVERRIDES))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the study; bad settings exit with code 2 and a message naming the problem."""
+    """Runs the study; errors exit with the codes of ``EXIT_CODES`` and one message."""
     from vaerob_jax.studies.subgroups import run_subgroup_study, validate_config
 
     config = None

@@ -14,9 +14,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,33 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=d["log_every"])
     p.add_argument("--max-to-keep", type=int, default=d["max_to_keep"])
     p.add_argument("--out", required=True, type=Path, help="output folder (resumed if present)")
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="continue the run stored in --out to the new --train-steps (without it a folder "
+        "holding a run of another length is refused, untouched)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run, parser=p)
     return p
 
 
+@contextlib.contextmanager
+def _interrupt_line(out: Path) -> Iterator[None]:
+    """Turns Ctrl-C into a KeyboardInterrupt whose message says what ``out`` kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        folder = out / "checkpoints"
+        steps = sorted(int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
+        kept = f"checkpoints up to step {steps[-1]}" if steps else "no checkpoint yet"
+        raise KeyboardInterrupt(
+            f"interrupted: {out} keeps {kept}; rerun the same command to resume from there"
+        ) from None
+
+
 def _config_record(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"func", "parser", "out", "quiet", "command"}
+    skip = {"func", "parser", "out", "quiet", "command", "extend"}
     rec = {k: v for k, v in vars(args).items() if k not in skip}
     rec["out"] = str(Path(args.out).absolute())
     return rec
@@ -100,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
     from vaerob_jax import data, objectives
     from vaerob_jax.models import make_vae
     from vaerob_jax.train import (
-        CheckpointError,
         TrainConfig,
         make_grid,
         plot_loss_curves,
@@ -166,8 +185,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         parser.error(f"backbone {args.backbone!r} cannot take {image_shape} images: {err}")
 
-    out = Path(args.out).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    from vaerob_jax.commands import run_reporting_errors
+    from vaerob_jax.sweeps import check_output_dir, lock_output, write_json
+
     record = {
         "command": "train",
         "args": _config_record(args),
@@ -191,22 +211,30 @@ def run(args: argparse.Namespace) -> int:
             for k in range(len(grid["beta"]))
         ],
     }
-    (out / "config.json").write_text(json.dumps(record, indent=2))
 
-    try:
-        result = train_grid(
-            model,
-            objectives.beta_elbo(model, args.kl_reduction),
-            images,
-            grid,
-            config,
-            jax.random.key(args.seed),
-            workdir=out,
-            progress=not args.quiet,
-        )
-    except CheckpointError as err:
-        print(f"vaerob train: error: {err}", file=sys.stderr)
-        return 1
+    def train() -> Any:
+        out = check_output_dir(args.out)
+        with lock_output(out, command="vaerob train"), _interrupt_line(out):
+            result = train_grid(
+                model,
+                objectives.beta_elbo(model, args.kl_reduction),
+                images,
+                grid,
+                config,
+                jax.random.key(args.seed),
+                workdir=out,
+                progress=not args.quiet,
+                extend=args.extend,
+            )
+            # Written once the folder's checkpoints were accepted: never describes a run the
+            # folder does not hold.
+            write_json(out / "config.json", record)
+        return out, result
+
+    code, done = run_reporting_errors("train", train)
+    if done is None:
+        return code
+    out, result = done
     figure = plot_loss_curves(out / "metrics.csv", out / "loss_curves.png")
 
     print(f"trained {result.num_models} models for {result.step} steps in {result.elapsed_s:.1f}s")

@@ -15,6 +15,7 @@ from vaerob_jax.data.registry import (
     available_datasets,
     load,
     register_dataset,
+    size_kwargs,
     subgroup_presets,
 )
 from vaerob_jax.data.sampler import as_key, sample_per_subgroup
@@ -66,6 +67,7 @@ __all__ = [
     "render_faces",
     "resize_images",
     "sample_per_subgroup",
+    "size_kwargs",
     "subgroup_presets",
     "to_unit_float",
 ]

@@ -104,6 +104,19 @@ def subgroup_presets(name: str) -> tuple[str, ...]:
     return (entry.default_subgroups, *rest)
 
 
+def size_kwargs(name: str, n: int | None) -> dict[str, int]:
+    """The :func:`load` keyword that gives a split of dataset ``name`` ``n`` examples.
+
+    Generated datasets (shapes, digits) take ``n=`` (how many are made); read datasets (TFDS,
+    folders) take ``limit=`` (a seeded random subset of that many). ``None``: the whole split
+    (no keyword). So one study setting such as ``n_test`` means the same for every dataset.
+    """
+    if n is None:
+        return {}
+    params = inspect.signature(_entry(name).loader).parameters
+    return {"n": int(n)} if "n" in params else {"limit": int(n)}
+
+
 def _label_subgroups(raw: RawData, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if raw.labels is None:
         raise ValueError(f"dataset {name!r} has no labels to form subgroups from")

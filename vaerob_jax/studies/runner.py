@@ -2,8 +2,10 @@
 
 ``run_study(study, config, out_dir)`` runs
 
-    validate → prepare (data, models; fails fast) → train or load → resumable cells over the
-    grid → tables → figures → ``report.md`` (+ ``artefacts.json``, ``timings.json``)
+    validate → check and lock the output folder → prepare (data, models; fails fast) →
+    check the folder's stored config → train or load → resumable cells over the grid, tied
+    to the models they came from → tables → figures → ``report.md`` (+ ``artefacts.json``,
+    ``timings.json``)
 
 with progress lines and timings, and a paper's study supplies only its pieces through the
 :class:`Study` protocol: its config checks, its inputs, its training, its cell computation
@@ -13,6 +15,19 @@ helpers, and report sections whose readings are computed from those tables).
 Finished cells are stored one file each by :class:`~vaerob_jax.sweeps.ResultStore`, so an
 interrupted run resumes where it stopped; a rerun with another config refuses to mix results
 unless ``fresh`` (which removes the study's state folders first).
+
+What is checked before anything is written: the config (:meth:`Study.validate`), the output
+folder (a file, under a file, not writable: :class:`~vaerob_jax.sweeps.OutputDirError`), that
+no other run holds it (:class:`~vaerob_jax.sweeps.OutputLockedError`; the lock is held for the
+whole run), the data (:meth:`Study.prepare`) and the folder's stored cell config against this
+one (:class:`~vaerob_jax.sweeps.FingerprintMismatchError`), so a run with other settings
+(e.g. another number of training steps) is refused before it can train over the folder's
+models. ``config.json`` is written only after those checks. Each cell records the digest of
+the model parameters it came from (:attr:`CellPlan.params_digest`) and is recomputed when
+the models differ; a cell whose declared columns are non-finite is never stored as done.
+
+A Ctrl-C ends with :class:`RunInterrupted`, whose message says what the folder kept
+(finished cells, the last checkpoint) and that the same command resumes.
 """
 
 from __future__ import annotations
@@ -27,9 +42,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vaerob_jax import report
-from vaerob_jax.sweeps import GridSpec, ResultStore, run_grid, write_csv, write_json
+from vaerob_jax.sweeps import (
+    GridSpec,
+    ResultStore,
+    check_output_dir,
+    lock_output,
+    run_grid,
+    write_csv,
+    write_json,
+)
+from vaerob_jax.sweeps.checks import DigestSpec
 
-__all__ = ["CellPlan", "Study", "StudyRun", "run_study"]
+__all__ = ["CellPlan", "RunInterrupted", "Study", "StudyRun", "run_study"]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A study run stopped by Ctrl-C; the message says what was kept and how to resume."""
 
 
 @dataclasses.dataclass
@@ -109,15 +137,19 @@ class CellPlan:
       compute: ``compute(cell) -> rows | (rows, arrays)``, or with ``batch_axes``
         ``compute(cells) -> results`` for the pending cells of one group (see
         :func:`vaerob_jax.sweeps.run_grid`).
-      store_config: what changes a cell's result (its fingerprint ties the store to it); leave
-        out grid axes that may grow and settings used only after the cells.
       batch_axes: axes computed together in one call (e.g. all ε of one β), or None.
+      params_digest: the digest of the parameters each cell is computed from (one string, a
+        mapping by cell key or a function of the cell, see :func:`vaerob_jax.sweeps.run_grid`);
+        stored cells of other parameters (retrained, restored from another checkpoint) are
+        recomputed. None: not checked.
+      finite: row columns that must be finite for a cell to be stored as done.
     """
 
     spec: GridSpec
     compute: Callable[[Any], Any]
-    store_config: Mapping[str, Any]
     batch_axes: tuple[str, ...] | None = None
+    params_digest: DigestSpec = None
+    finite: tuple[str, ...] = ()
 
 
 class Study(Protocol):
@@ -139,6 +171,11 @@ class Study(Protocol):
 
     def normalize(self, config: Any) -> Any:
         """The config with grid values as the result store keys them (e.g. canonical floats)."""
+
+    def store_config(self, config: Any) -> Mapping[str, Any]:
+        """What changes a cell's result (its fingerprint ties the cell store to it), from the
+        config alone, so a run of other settings is refused before it trains. Leave out grid
+        axes that may grow and settings used only after the cells."""
 
     def prepare(self, config: Any, run: StudyRun) -> Any:
         """Loads data and builds models; fails fast on bad data (before any training)."""
@@ -191,34 +228,77 @@ def run_study(
     t_start = time.perf_counter()
     study.validate(config)  # before normalising, so errors name the config's own fields
     config = study.normalize(config)
-    run = StudyRun(Path(out_dir), fresh=fresh, progress=progress, log=log)
-    with run.timed("prepare"):
-        inputs = study.prepare(config, run)
-    if fresh:
-        for folder in study.state_folders:
-            shutil.rmtree(run.out / folder, ignore_errors=True)
-    run.out.mkdir(parents=True, exist_ok=True)
-    write_json(run.out / "config.json", {**config.to_dict(), "fingerprint": config.fingerprint()})
+    out = check_output_dir(out_dir)
+    run = StudyRun(out, fresh=fresh, progress=progress, log=log)
+    store: ResultStore | None = None
+    spec: GridSpec | None = None
+    try:
+        with lock_output(out, command=f"vaerob {study.name} (config {config.fingerprint()})"):
+            with run.timed("prepare"):
+                inputs = study.prepare(config, run)
+            if fresh:
+                for folder in study.state_folders:
+                    shutil.rmtree(run.out / folder, ignore_errors=True)
+            store_cfg = study.store_config(config)
+            # Refuses a folder of other settings before training can touch its models.
+            store = ResultStore(run.out / "cells", store_cfg, fresh=fresh)
+            write_json(
+                run.out / "config.json", {**config.to_dict(), "fingerprint": config.fingerprint()}
+            )
+            with run.timed("train"):
+                trained = study.train(config, inputs, run)
+            plan = study.plan(config, inputs, trained, run)
+            spec = plan.spec
+            store = ResultStore(run.out / "cells", store_cfg, spec=spec)  # records the grid
+            with run.timed("cells"):
+                rows = run_grid(
+                    spec,
+                    plan.compute,
+                    store,
+                    batch_axes=plan.batch_axes,
+                    progress=progress,
+                    params_digest=plan.params_digest,
+                    finite=plan.finite,
+                )
+            log(f"{len(spec)} cells ready ({run.timings['cells_s']:.0f}s)")
 
-    with run.timed("train"):
-        trained = study.train(config, inputs, run)
-    plan = study.plan(config, inputs, trained, run)
-    store = ResultStore(run.out / "cells", plan.store_config, spec=plan.spec, fresh=fresh)
-    with run.timed("cells"):
-        rows = run_grid(
-            plan.spec, plan.compute, store, batch_axes=plan.batch_axes, progress=progress
-        )
-    log(f"{len(plan.spec)} cells ready ({run.timings['cells_s']:.0f}s)")
-
-    with run.timed("outputs"):
-        sections = study.outputs(config, inputs, trained, rows, store, run)
-        sections = [{k: v for k, v in s.items() if v is not None} for s in sections]
-        run.paths["report"] = report.write_report(run.out / "report.md", study.title, sections)
-    (run.out / "artefacts.json").write_text(
-        json.dumps({k: str(v) for k, v in run.paths.items()}, indent=2, sort_keys=True)
-    )
-    run.timings["total_s"] = time.perf_counter() - t_start
-    write_json(run.out / "timings.json", run.timings)
-    run.paths["timings"] = run.out / "timings.json"
+            with run.timed("outputs"):
+                sections = study.outputs(config, inputs, trained, rows, store, run)
+                sections = [{k: v for k, v in s.items() if v is not None} for s in sections]
+                run.paths["report"] = report.write_report(
+                    run.out / "report.md", study.title, sections
+                )
+            (run.out / "artefacts.json").write_text(
+                json.dumps({k: str(v) for k, v in run.paths.items()}, indent=2, sort_keys=True)
+            )
+            run.timings["total_s"] = time.perf_counter() - t_start
+            write_json(run.out / "timings.json", run.timings)
+            run.paths["timings"] = run.out / "timings.json"
+    except KeyboardInterrupt as err:
+        if isinstance(err, RunInterrupted):
+            raise
+        raise RunInterrupted(interrupted_message(study.name, run.out, store, spec)) from None
     log(f"done in {run.timings['total_s']:.0f}s; report: {run.paths['report']}")
     return dict(run.paths)
+
+
+def _checkpoint_steps(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def interrupted_message(
+    name: str, out: Path, store: ResultStore | None, spec: GridSpec | None
+) -> str:
+    """One line: what an interrupted run of study ``name`` kept in ``out``, and how to resume."""
+    kept = []
+    if store is not None and spec is not None:
+        kept.append(f"{sum(store.done(c) for c in spec)} of {len(spec)} finished cells")
+    elif store is not None:
+        kept.append(f"{len(list(store.cells_dir.glob('*.json')))} finished cells")
+    steps = _checkpoint_steps(out / "train" / "checkpoints")
+    if steps:
+        kept.append(f"training checkpoints up to step {steps[-1]}")
+    what = " and ".join(kept) if kept else "nothing computed yet"
+    return f"interrupted: {out} keeps {what}; rerun the same command to resume from there"

@@ -51,6 +51,7 @@ EXTRA_COLUMNS = (
     "censored",
     "jac_fro_probe",
     "jac_fro_probe_se",
+    "model_digest",
 )
 MARGIN_SUMMARY_COLUMNS = (
     "beta",

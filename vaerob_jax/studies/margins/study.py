@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax import objectives
-from vaerob_jax.data import Dataset, load, sample_per_subgroup
+from vaerob_jax.data import Dataset, load, sample_per_subgroup, size_kwargs
 from vaerob_jax.models import VAE, make_vae
 from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
 from vaerob_jax.studies.common import canonical_grid, study_key, train_config_for
@@ -34,11 +34,15 @@ from vaerob_jax.studies.margins.config import (
     validate_margin_config,
 )
 from vaerob_jax.studies.runner import CellPlan, StudyRun
-from vaerob_jax.sweeps import GridSpec, ResultStore, read_json
+from vaerob_jax.sweeps import GridSpec, ResultStore, read_json, stack_digests
 from vaerob_jax.sweeps.progress import Progress
 from vaerob_jax.train import CheckpointError, make_grid, train_grid
 
-__all__ = ["MarginInputs", "MarginStudy", "prepare_margin_inputs"]
+__all__ = ["MARGIN_FINITE", "MarginInputs", "MarginStudy", "prepare_margin_inputs"]
+
+# margins.csv columns a cell must hold finite values in to be stored as done (the bound may
+# be undefined, NaN, and a censored margin has an infinite bracket, by design).
+MARGIN_FINITE = ("sigma_min", "jac_fro", "p_r", "margin_estimate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +64,7 @@ def prepare_margin_inputs(config: MarginStudyConfig, log: Callable[[str], None] 
     subset of a larger one), or every example in a subgroup when ``max_per_subgroup`` is None.
     """
     validate_margin_config(config)
-    kw: dict[str, Any] = {} if config.n_train is None else {"n": config.n_train}
+    kw = size_kwargs(config.dataset, config.n_train)
     subgroups = config.subgroups if isinstance(config.subgroups, str) else list(config.subgroups)
     common: dict[str, Any] = {
         "image_size": config.image_size,
@@ -71,7 +75,7 @@ def prepare_margin_inputs(config: MarginStudyConfig, log: Callable[[str], None] 
     if config.split == "train":  # as the subgroup study: the training data itself
         pool = train
     else:
-        pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
+        pool_kw = size_kwargs(config.dataset, config.n_test)
         pool = load(config.dataset, config.split, **common, **pool_kw)
     if config.max_per_subgroup is None:
         keep = np.nonzero(pool.subgroup_ids >= 0)[0]
@@ -238,8 +242,17 @@ class MarginStudy:
                 config.chunk_size,
                 counter.advance,
             )
-            return rows_for_model(beta, tau, sample, res)
+            return rows_for_model(beta, tau, sample, res, digests[index[(beta, tau)]][:16])
 
+        digests = stack_digests(trained.params)
+        return CellPlan(
+            spec,
+            compute,
+            params_digest=lambda cell: digests[index[(float(cell["beta"]), float(cell["tau"]))]],
+            finite=MARGIN_FINITE,
+        )
+
+    def store_config(self, config: MarginStudyConfig) -> dict[str, Any]:
         # Grid axes, the join source and the post-processing level stay out of the
         # fingerprint: a new β or τ keeps cells.
         store_cfg = {
@@ -247,7 +260,8 @@ class MarginStudy:
             for k, v in config.to_dict().items()
             if k not in ("betas", "taus", "subgroup_study_dir", "bound_level")
         }
-        return CellPlan(spec, compute, store_cfg)
+        store_cfg["cell_rows"] = "model digest"  # cells of older versions lack it
+        return store_cfg
 
     def outputs(
         self,

@@ -27,7 +27,13 @@ from vaerob_jax.studies.margins.config import (
 from vaerob_jax.studies.runner import StudyRun
 from vaerob_jax.sweeps import join_rows, read_csv
 
-__all__ = ["MarginResults", "rows_for_model", "summarize_margins", "write_tables_and_figures"]
+__all__ = [
+    "MarginResults",
+    "join_same_models",
+    "rows_for_model",
+    "summarize_margins",
+    "write_tables_and_figures",
+]
 
 Rows = list[dict[str, Any]]
 
@@ -42,9 +48,10 @@ class MarginResults:
 
 
 def rows_for_model(
-    beta: float, tau: float, sample: Dataset, res: dict[str, np.ndarray]
+    beta: float, tau: float, sample: Dataset, res: dict[str, np.ndarray], model_digest: str
 ) -> list[dict[str, Any]]:
-    """One ``margins.csv`` row per evaluated example of a (β, τ) model."""
+    """One ``margins.csv`` row per evaluated example of a (β, τ) model; ``model_digest`` (16
+    hex digits of :func:`~vaerob_jax.sweeps.params_digest`) names the model."""
     names = sample.subgroup_names
     rows = []
     for i, (g, eid) in enumerate(zip(sample.subgroup_ids, sample.example_ids)):
@@ -53,6 +60,7 @@ def rows_for_model(
             {
                 "beta": float(beta),
                 "tau": float(tau),
+                "model_digest": model_digest,
                 "subgroup": names[int(g)],
                 "example_id": int(eid),
                 "sigma_min": float(res["sigma_min"][i]),
@@ -127,9 +135,39 @@ def summarize_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def deviation_rows(dev_path: Path) -> tuple[Rows, float]:
     """The subgroup study's Δc rows at its largest ε (one row per β, subgroup, example)."""
-    dev = read_csv(dev_path, types={"subgroup": str})
+    dev = read_csv(dev_path, types={"subgroup": str, "model_digest": str})
     eps_max = max(float(r["eps"]) for r in dev)
     return [r for r in dev if float(r["eps"]) == eps_max], eps_max
+
+
+def join_same_models(margins: Rows, dev: Rows, log: Any = print) -> Rows:
+    """Margin rows joined with Δc rows of the *same* models only (equal ``model_digest``).
+
+    Per β, the join happens where the margin study's model and the subgroup study's attacked
+    model have the same parameter digest; every β whose models differ (other settings, other
+    training) is skipped with a line naming it, and a deviation table without digests
+    (written before they existed) is not joined at all: its models cannot be identified.
+    """
+    if dev and "model_digest" not in dev[0]:
+        log(
+            "the subgroup study's deviation.csv names no model digests (an older version "
+            "wrote it), so its models cannot be matched with these: Δc not joined"
+        )
+        return []
+    mine = {float(r["beta"]): r["model_digest"] for r in margins}
+    theirs: dict[float, set[str]] = {}
+    for r in dev:
+        theirs.setdefault(float(r["beta"]), set()).add(str(r["model_digest"]))
+    same = {b for b, d in mine.items() if theirs.get(b) == {d}}
+    differ = sorted(b for b in mine if b in theirs and b not in same)
+    if differ:
+        log(
+            f"Δc not joined for β {differ}: the subgroup study attacked other models than "
+            "these (their parameter digests differ: other settings or other training)"
+        )
+    keep = [r for r in dev if float(r["beta"]) in same]
+    at = [r for r in margins if float(r["beta"]) in same]
+    return join_rows(at, keep, on=("beta", "model_digest", "subgroup", "example_id"))
 
 
 def add_conservative_bound(config: MarginStudyConfig, rows: Rows) -> None:
@@ -182,7 +220,7 @@ def write_tables_and_figures(
     if inputs.deviation is not None:
         dev, eps_max = deviation_rows(inputs.deviation)
         at0 = [r for r in rows if r["tau"] == 0.0]
-        joined = join_rows(at0, dev, on=("beta", "subgroup", "example_id"))
+        joined = join_same_models(at0, dev, run.log)
         run.log(f"joined {len(joined)} of {len(at0)} τ=0 margin rows with Δc at ε={eps_max:g}")
         if joined:
             run.table("margins_with_deviation", joined)

@@ -24,7 +24,14 @@ import numpy as np
 
 from vaerob_jax import attacks as atk
 from vaerob_jax import objectives
-from vaerob_jax.data import Dataset, available_datasets, check_eps, load, sample_per_subgroup
+from vaerob_jax.data import (
+    Dataset,
+    available_datasets,
+    check_eps,
+    load,
+    sample_per_subgroup,
+    size_kwargs,
+)
 from vaerob_jax.models import VAE, make_classifier, make_vae, predict
 from vaerob_jax.robustness import DEVIATION_KINDS, evaluate_attacks
 from vaerob_jax.studies.common import canonical_grid, study_key, train_config_for
@@ -36,7 +43,7 @@ from vaerob_jax.studies.subgroups.attack_checks import (
     study_attacks,
 )
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
-from vaerob_jax.sweeps import GridSpec, ResultStore
+from vaerob_jax.sweeps import GridSpec, ResultStore, params_digest, stack_digests
 from vaerob_jax.train import (
     CheckpointError,
     TrainConfig,
@@ -56,6 +63,8 @@ CLASSIFIER_BATCH = 64
 CLASSIFIER_LR = 1e-3
 # Batches uniform with replacement, as the classifiers were trained before the grid trainer.
 CLASSIFIER_SAMPLING = "replacement"
+# deviation.csv columns a cell must hold finite values in to be stored as done.
+DEVIATION_FINITE = ("delta_c", "recon_loss", "latent_shift", "attack_value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +133,11 @@ def validate_config(config: SubgroupStudyConfig) -> None:
     for name in ("n_per_subgroup", "train_steps", "attack_steps", "restarts", "knn_k"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.knn_k > config.n_reference:
+        raise ValueError(
+            f"knn_k={config.knn_k} exceeds n_reference={config.n_reference}, the reference "
+            "examples the neighbours are drawn from"
+        )
     if config.classifier_steps < 0 or config.tsne_points < 0 or config.n_reference < 1:
         raise ValueError("classifier_steps and tsne_points must be >= 0 and n_reference >= 1")
 
@@ -131,9 +145,7 @@ def validate_config(config: SubgroupStudyConfig) -> None:
 def prepare_inputs(config: SubgroupStudyConfig, log: Any = print) -> StudyInputs:
     """Loads data, builds subgroups and the attacked sample, and the model; fails fast."""
     validate_config(config)
-    kw: dict[str, Any] = {}
-    if config.n_train is not None:
-        kw["n"] = config.n_train
+    kw = size_kwargs(config.dataset, config.n_train)
     subgroups = config.subgroups if isinstance(config.subgroups, str) else list(config.subgroups)
     train = load(
         config.dataset,
@@ -146,7 +158,7 @@ def prepare_inputs(config: SubgroupStudyConfig, log: Any = print) -> StudyInputs
     if config.sample_split == "train":  # the paper's choice: the learned distribution itself
         pool = train
     else:
-        pool_kw: dict[str, Any] = {} if config.n_test is None else {"n": config.n_test}
+        pool_kw = size_kwargs(config.dataset, config.n_test)
         pool = load(
             config.dataset,
             config.sample_split,
@@ -170,6 +182,12 @@ def prepare_inputs(config: SubgroupStudyConfig, log: Any = print) -> StudyInputs
     rest = rest[pool.subgroup_ids[rest] >= 0]
     rng = np.random.default_rng([config.seed, 2])
     reference = pool.take(np.sort(rng.permutation(rest)[: config.n_reference]))
+    if config.knn_k > len(reference):  # checked here, not after training and attacks
+        raise ValueError(
+            f"knn_k={config.knn_k} exceeds the {len(reference)} clean reference examples "
+            f"the {config.sample_split!r} split leaves after the attacked sample "
+            f"(n_reference={config.n_reference}); use a smaller knn_k"
+        )
     attributes = tuple(a for a in ATTRIBUTE_LEVELS if a in train.attributes)
     model = make_vae(
         config.backbone,
@@ -321,6 +339,7 @@ class SubgroupStudy:
         attack_key = study_key(config.seed, "attack")
         show_idx = example_indices(sample)
         eps_top = max(float(e) for e in config.eps)
+        model_digests = [d[:16] for d in stack_digests(trained.params)]
 
         def compute(cells: list[Any]) -> list[tuple[list[dict[str, Any]], dict[str, np.ndarray]]]:
             k = betas.index(float(cells[0]["beta"]))
@@ -355,16 +374,37 @@ class SubgroupStudy:
                     cell["eps"],
                     sample,
                     {m: v[e] for m, v in {**metrics, **diagnostics}.items()},
+                    model_digests[k],
                 )
                 results.append((rows, arrays))
             return results
 
         spec = GridSpec({"beta": betas, "eps": [float(e) for e in config.eps]})
+        # A cell is tied to the VAE it attacked and the classifiers that read its
+        # reconstructions: retrained or restored-but-different models recompute it.
+        cell_digest = {
+            b: params_digest(
+                {
+                    "vae": jax.tree.map(lambda a, k=k: a[k], trained.params),
+                    "classifiers": {a: p for a, (_, p) in sorted(trained.classifiers.items())},
+                }
+            )
+            for k, b in enumerate(betas)
+        }
+        return CellPlan(
+            spec,
+            compute,
+            batch_axes=("eps",),
+            params_digest=lambda cell: cell_digest[float(cell["beta"])],
+            finite=DEVIATION_FINITE,
+        )
+
+    def store_config(self, config: SubgroupStudyConfig) -> dict[str, Any]:
         # The cells' fingerprint holds only what changes a cell: not the grid axes (a new ε
         # keeps finished cells) nor the settings of the statistics and figures computed later.
         store_cfg = {k: v for k, v in config.to_dict().items() if k not in POST_PROCESSING_FIELDS}
-        store_cfg["cell_rows"] = "attack diagnostics"  # cells of older versions lack them
-        return CellPlan(spec, compute, store_cfg, batch_axes=("eps",))
+        store_cfg["cell_rows"] = "attack diagnostics, model digest"  # older cells lack them
+        return store_cfg
 
     def outputs(
         self,
@@ -383,13 +423,20 @@ class SubgroupStudy:
 
 
 def deviation_rows(
-    beta: float, eps: float, sample: Dataset, metrics: dict[str, np.ndarray]
+    beta: float,
+    eps: float,
+    sample: Dataset,
+    metrics: dict[str, np.ndarray],
+    model_digest: str,
 ) -> list[dict[str, Any]]:
-    """One ``deviation.csv`` row per attacked example of a (β, ε) cell."""
+    """One ``deviation.csv`` row per attacked example of a (β, ε) cell; ``model_digest`` (16
+    hex digits of :func:`~vaerob_jax.sweeps.params_digest`) names the VAE attacked, so other
+    studies join these rows only with results of the same model."""
     names = sample.subgroup_names
     return [
         {
             "beta": float(beta),
+            "model_digest": model_digest,
             "eps": float(eps),
             "subgroup": names[int(g)],
             "example_id": int(eid),

@@ -60,6 +60,7 @@ DEVIATION_COLUMNS = (
     "attack_start_value",
     "attack_nonfinite_steps",
     "attack_failed",
+    "model_digest",
 )
 SUMMARY_COLUMNS = ("beta", "eps", "subgroup", "n", "median", "iqr", "mean", "ci_low", "ci_high")
 ARROWS_IN_TSNE = 12  # attacked examples (highest Δc) whose move is drawn in the t-SNE figure
