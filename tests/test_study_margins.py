@@ -334,6 +334,7 @@ def test_join_only_rows_of_the_same_models():
     got = [(j["beta"], j["example_id"], j["d"]) for j in joined]
     assert got == [(1.0, i, -i) for i in range(3)]
     assert len(lines) == 1 and "β [5.0]" in lines[0] and "digests differ" in lines[0]
+    assert join_same_models(margins[3:], devs[3:], lines.append) == []  # no β in common
     old = [{k: v for k, v in d.items() if k != "model_digest"} for d in devs]
     lines.clear()
     assert join_same_models(margins, old, lines.append) == []

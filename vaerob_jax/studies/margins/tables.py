@@ -165,6 +165,8 @@ def join_same_models(margins: Rows, dev: Rows, log: Any = print) -> Rows:
             f"Δc not joined for β {differ}: the subgroup study attacked other models than "
             "these (their parameter digests differ: other settings or other training)"
         )
+    if not same:
+        return []
     keep = [r for r in dev if float(r["beta"]) in same]
     at = [r for r in margins if float(r["beta"]) in same]
     return join_rows(at, keep, on=("beta", "model_digest", "subgroup", "example_id"))
