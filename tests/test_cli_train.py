@@ -166,3 +166,20 @@ def test_unusable_or_busy_out_exits_4_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "in use by another vaerob run" in err and "another run" in err
     assert not (busy / "checkpoints").exists() and not (busy / "config.json").exists()
+
+
+def test_ctrl_c_ends_with_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    import vaerob_jax.train as train_mod
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "train_grid", ctrl_c)
+    out = tmp_path / "run"
+    assert main([*TINY, "--train-steps", "2", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"vaerob train: interrupted: {out} keeps no checkpoint yet; rerun the same command to "
+        "resume from there"
+    ]
+    assert not (out / "config.json").exists()

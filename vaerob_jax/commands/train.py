@@ -98,8 +98,9 @@ def _interrupt_line(out: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        folder = out / "checkpoints"
-        steps = sorted(int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
+        from vaerob_jax.train import checkpoint_steps
+
+        steps = checkpoint_steps(out / "checkpoints")
         kept = f"checkpoints up to step {steps[-1]}" if steps else "no checkpoint yet"
         raise KeyboardInterrupt(
             f"interrupted: {out} keeps {kept}; rerun the same command to resume from there"

@@ -277,27 +277,21 @@ def run_study(
     except KeyboardInterrupt as err:
         if isinstance(err, RunInterrupted):
             raise
-        raise RunInterrupted(interrupted_message(study.name, run.out, store, spec)) from None
+        raise RunInterrupted(interrupted_message(run.out, store, spec)) from None
     log(f"done in {run.timings['total_s']:.0f}s; report: {run.paths['report']}")
     return dict(run.paths)
 
 
-def _checkpoint_steps(folder: Path) -> list[int]:
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+def interrupted_message(out: Path, store: ResultStore | None, spec: GridSpec | None) -> str:
+    """One line: what an interrupted study run kept in ``out``, and how to resume."""
+    from vaerob_jax.train import checkpoint_steps
 
-
-def interrupted_message(
-    name: str, out: Path, store: ResultStore | None, spec: GridSpec | None
-) -> str:
-    """One line: what an interrupted run of study ``name`` kept in ``out``, and how to resume."""
     kept = []
     if store is not None and spec is not None:
         kept.append(f"{sum(store.done(c) for c in spec)} of {len(spec)} finished cells")
     elif store is not None:
         kept.append(f"{len(list(store.cells_dir.glob('*.json')))} finished cells")
-    steps = _checkpoint_steps(out / "train" / "checkpoints")
+    steps = checkpoint_steps(out / "train" / "checkpoints")
     if steps:
         kept.append(f"training checkpoints up to step {steps[-1]}")
     what = " and ".join(kept) if kept else "nothing computed yet"

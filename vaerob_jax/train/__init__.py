@@ -13,6 +13,7 @@ from vaerob_jax.train.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
     GridCheckpointer,
+    checkpoint_steps,
     load_params,
     save_params,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "batch_indices",
+    "checkpoint_steps",
     "grid_fingerprint",
     "load_params",
     "make_grid",

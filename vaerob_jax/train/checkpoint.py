@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "GridCheckpointer",
+    "checkpoint_steps",
     "checksum_mismatches",
     "load_params",
     "save_params",
@@ -139,6 +140,15 @@ def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
 def _normalise(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     # JSON round trip so tuples/lists and numpy scalars compare like the stored copy.
     return json.loads(json.dumps(fingerprint))
+
+
+def checkpoint_steps(directory: str | Path) -> list[int]:
+    """The step folders present under a checkpoint ``directory`` (sorted; [] when none), read
+    from the folder names alone (no orbax manager, nothing created or verified)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 class GridCheckpointer:
