@@ -394,8 +394,8 @@ def test_attack_convergence_lines_and_seed_bars(tmp_path):
 
     rows = [
         dict(
-            beta=b, subgroup=s, steps=40, median_default=1.0 + i, median_doubled=1.1 + i,
-            strong_steps=160, strong_restarts=3, median_strong=1.5 + i,
+            beta=b, subgroup=s, steps=40, restarts=3, median_default=1.0 + i,
+            median_doubled=1.1 + i, strong_steps=80, strong_restarts=6, median_strong=1.5 + i,
             seed_median_min=0.9 + i, seed_median_max=1.2 + i,
         )
         for b in (1.0, 5.0)
@@ -406,7 +406,7 @@ def test_attack_convergence_lines_and_seed_bars(tmp_path):
     check_png(fig, path)
     ax = fig.axes[1]
     (line,) = [ln for ln in ax.lines if ln.get_gid() == f"convergence:{SUBGROUPS[1]}"]
-    np.testing.assert_allclose(line.get_xdata(), [40, 80, 160])
+    np.testing.assert_allclose(line.get_xdata(), [120, 240, 480])  # steps x restarts
     np.testing.assert_allclose(line.get_ydata(), [2.0, 2.1, 2.5])
     (bar,) = [c for c in ax.collections if c.get_gid() == f"seeds:{SUBGROUPS[1]}"]
     ys = np.concatenate([seg[:, 1] for seg in bar.get_segments()])

@@ -274,7 +274,7 @@ def test_a_cell_whose_attack_never_moved_raises_and_partial_failures_are_logged(
 
 def _conv_row(beta, subgroup, default, doubled, strong, seeds=(0.0, 0.0)):
     return {
-        "beta": beta, "eps": 0.1, "subgroup": subgroup, "steps": 40,
+        "beta": beta, "eps": 0.1, "subgroup": subgroup, "steps": 40, "restarts": 3,
         "median_default": default, "median_doubled": doubled, "strong_steps": 160,
         "strong_restarts": 3, "median_strong": strong,
         "change_doubled": doubled / default - 1, "change_strong": strong / default - 1,

@@ -33,6 +33,7 @@ CONVERGENCE_COLUMNS = (
     "beta",
     "subgroup",
     "steps",
+    "restarts",
     "median_default",
     "median_doubled",
     "strong_steps",
@@ -50,7 +51,8 @@ def plot_attack_convergence(
     subgroups: Sequence[str] | None = None,
     dpi: int = 100,
 ) -> Figure:
-    """Median Δc against attack steps (log scale), one line per subgroup, panels per β."""
+    """Median Δc against the attack's gradient steps per example (steps × restarts, log
+    scale: default, 2× steps, the strong attack), one line per subgroup, panels per β."""
     rows_ = rows_of(rows, CONVERGENCE_COLUMNS, "plot_attack_convergence")
     order = subgroups_in(rows_, subgroups)
     colors, markers = subgroup_colors(order), markers_for(order)
@@ -62,7 +64,7 @@ def plot_attack_convergence(
             if not sel:
                 continue
             r = sel[0]
-            steps = np.array([r["steps"], 2 * r["steps"], r["strong_steps"]], float)
+            steps = _strengths(r)
             med = np.array([r["median_default"], r["median_doubled"], r["median_strong"]], float)
             (line,) = ax.plot(steps, med, color=colors[s], marker=markers[s], label=s)
             line.set_gid(f"convergence:{s}")
@@ -78,14 +80,25 @@ def plot_attack_convergence(
             for part in bar.lines[2]:  # the bar's LineCollection
                 part.set_gid(f"seeds:{s}")
         ax.set_xscale("log", base=2)
-        ticks = sorted(
-            {float(v) for r in rows_ for v in (r["steps"], 2 * r["steps"], r["strong_steps"])}
-        )
+        ticks = sorted({float(v) for r in rows_ for v in _strengths(r)})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set_title(f"β = {fmt_num(b)}")
-        ax.set_xlabel(f"attack steps (last: {int(sel[0]['strong_restarts'])} restarts)")
+        r = rows_[0]
+        ax.set_xlabel(
+            f"steps × restarts ({int(r['steps'])}×{int(r['restarts'])}, "
+            f"{2 * int(r['steps'])}×{int(r['restarts'])}, "
+            f"{int(r['strong_steps'])}×{int(r['strong_restarts'])})"
+        )
     axes[0, 0].set_ylabel("median Δc (bar: random starts)")
     axes[0, 0].legend(fontsize=8)
     save_figure(fig, path)
     return fig
+
+
+def _strengths(r: dict) -> np.ndarray:
+    """Gradient steps per example of the default, doubled and strong attacks."""
+    steps, restarts = float(r["steps"]), float(r["restarts"])
+    return np.array(
+        [steps * restarts, 2 * steps * restarts, float(r["strong_steps"] * r["strong_restarts"])]
+    )

@@ -38,11 +38,14 @@ def study_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, atk.Atta
     """The study's attack ('default', Eq. 4 of 000) and, unless the convergence check is off,
     its stronger variants ('doubled', 'strong'), by name."""
 
+    frac = config.attack_step
+
     def attack(steps: int, restarts: int) -> atk.Attack:
         return atk.pgd(
             atk.latent_damage(model),
             norm=config.norm,
             steps=steps,
+            step_size=None if frac is None else (lambda eps: frac * eps),
             rule=config.attack_rule,
             restarts=restarts,
         )

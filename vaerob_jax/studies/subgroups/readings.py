@@ -41,7 +41,8 @@ def ordering_change(convergence: list[dict[str, Any]], beta: float) -> str | Non
         return None
     return (
         f"No least-robust subgroup is claimed at β={beta:g}, ε={top['eps']:g}: "
-        f"{top['subgroup']} have the highest median Δc under the {top['steps']}-step attack "
+        f"{top['subgroup']} have the highest median Δc under the study's {top['steps']}-step, "
+        f"{top['restarts']}-restart attack "
         f"({top['median_default']:.3g}) but {top_strong['subgroup']} under the "
         f"{top_strong['strong_steps']}-step, {top_strong['strong_restarts']}-restart attack "
         f"({top_strong['median_strong']:.3g})."
@@ -82,7 +83,8 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
             f"{where([b for b in betas if b not in ok_steps])} (raise attack_steps)"
         )
     return (
-        f"At ε={r0['eps']:g}, doubling the attack's {r0['steps']} steps moves a subgroup "
+        f"At ε={r0['eps']:g}, doubling the attack's {r0['steps']} steps ({r0['restarts']} "
+        "restarts) moves a subgroup "
         f"median by at most {100 * abs(doubled['change_doubled']):.1f} % ({doubled['subgroup']}, "
         f"β={doubled['beta']:g}); the strong attack ({r0['strong_steps']} steps, "
         f"{r0['strong_restarts']} restarts) by up to {100 * abs(strong['change_strong']):.1f} % "

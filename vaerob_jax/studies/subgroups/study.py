@@ -127,6 +127,12 @@ def validate_config(config: SubgroupStudyConfig) -> None:
         raise ValueError(
             f"convergence_factor must be 0 (off) or >= 2, got {config.convergence_factor}"
         )
+    if config.attack_step is not None and not (
+        np.isfinite(config.attack_step) and config.attack_step > 0
+    ):
+        raise ValueError(
+            f"attack_step (a fraction of ε) must be > 0 or None, got {config.attack_step}"
+        )
     for name in ("convergence_restarts", "attack_seeds"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")

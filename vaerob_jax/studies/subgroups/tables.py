@@ -155,6 +155,7 @@ def convergence_table(
                     "subgroup": g,
                     "n": int(m.sum()),
                     "steps": config.attack_steps,
+                    "restarts": config.restarts,
                     "median_default": med,
                     "median_doubled": doubled,
                     "strong_steps": config.convergence_factor * config.attack_steps,
