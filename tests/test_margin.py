@@ -173,3 +173,34 @@ def test_bad_inputs_raise(linear):
             make_margin_estimator(model, attack, **kwargs)
     with pytest.raises(ValueError, match="m must lie"):
         estimate_margin(model, params, xs[0], 1.0, key, attack, m=0.0)
+
+
+@pytest.mark.parametrize("method", ["bisect", "scan"])
+def test_the_margin_search_counts_its_attacks_and_their_failures(
+    linear, method, tiny_model, tiny_params, tiny_images
+):
+    """Issue 8.3: every attack of the search is counted; one that returns its random start
+    (no gain) is reported per example, never silently used as a worst case; non-finite
+    steps are summed. A bare-δ attack (the exact linear worst case) never fails."""
+    from vaerob_jax.attacks import AttackResult
+
+    model, params, xs, exact = linear
+    kw = dict(n_samples=32, n_iter=4, n_starts=2, method=method, scan_step=0.5, scan_max=2.0)
+    runs = (4 + 1) * 2 if method == "bisect" else 4 * 2
+
+    def stuck(p, x, radius, key):  # stays at its start, two non-finite steps per run
+        zero = jnp.zeros((), x.dtype)
+        return AttackResult(jnp.zeros_like(x), zero, zero, jnp.asarray(2, jnp.int32))
+
+    out = make_margin_estimator(model, stuck, **kw)(params, xs, 1.25, jax.random.key(0))
+    np.testing.assert_array_equal(out["attacks"], runs)
+    np.testing.assert_array_equal(out["attack_failed"], runs)
+    np.testing.assert_array_equal(out["attack_nonfinite_steps"], 2 * runs)
+    ok = make_margin_estimator(model, exact, **kw)(params, xs, 1.25, jax.random.key(0))
+    np.testing.assert_array_equal(ok["attack_failed"], 0)
+    np.testing.assert_array_equal(ok["attack_nonfinite_steps"], 0)
+    # A real PGD attack reports through the same fields and gains on (nearly) every run.
+    pgd = make_margin_estimator(tiny_model, pgd_attack_fn(tiny_model, steps=5), **kw)
+    res = pgd(tiny_params, tiny_images[:3], 1.0, jax.random.key(0))
+    np.testing.assert_array_equal(res["attacks"], runs)
+    assert np.sum(res["attack_failed"]) <= 0.1 * runs * 3

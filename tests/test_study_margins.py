@@ -339,3 +339,28 @@ def test_join_only_rows_of_the_same_models():
     lines.clear()
     assert join_same_models(margins, old, lines.append) == []
     assert "names no model digests" in lines[0]
+
+
+@pytest.mark.slow
+def test_margin_rows_carry_the_attack_record_and_a_failed_cell_raises(study):
+    """Issue 8.3 in margins.csv: attack runs per example, failures and non-finite steps; a
+    cell in which no attack gained raises before it is stored, partial failures are logged."""
+    from vaerob_jax.attacks import AttackFailedError
+    from vaerob_jax.studies.margins.study import check_margin_attacks
+
+    _, _, rows = study
+    runs = (TINY.n_iter + 1) * TINY.n_starts
+    assert all(r["attacks"] == runs and 0 <= r["attack_failed"] <= runs for r in rows)
+    assert sum(r["attack_failed"] for r in rows) <= 0.1 * runs * len(rows)
+    assert all(r["attack_nonfinite_steps"] == 0 for r in rows)
+    logged: list[str] = []
+    res = {
+        "attacks": np.array([runs, runs]),
+        "attack_failed": np.array([0, 2]),
+        "attack_nonfinite_steps": np.array([0, 1]),
+    }
+    check_margin_attacks(1.0, 0.0, res, logged.append)
+    assert len(logged) == 1 and "2 of" in logged[0] and "(on 1 example)" in logged[0]
+    res["attack_failed"] = res["attacks"]
+    with pytest.raises(AttackFailedError, match="none of the"):
+        check_margin_attacks(1.0, 0.0, res, logged.append)

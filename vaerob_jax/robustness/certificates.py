@@ -46,7 +46,8 @@ def make_margin_program(
 
     Fields: ``sigma_min``, ``jac_fro``, ``p_r``, ``p_r_se``, ``bound``, ``bound_defined``
     (Theorem 1 of 001, Eq. 4), ``estimate``, ``low``, ``high``, ``width``, ``p_clean``,
-    ``censored`` (the margin of Eq. 3 by bisection with the Eq. 5 attack), ``jac_fro_probe``
+    ``censored`` (the margin of Eq. 3 by bisection with the Eq. 5 attack), ``attacks``,
+    ``attack_failed``, ``attack_nonfinite_steps`` (its attacks' record), ``jac_fro_probe``
     = sqrt of the Hutchinson estimate of ‖J‖_F² and ``jac_fro_probe_se`` its delta-method
     standard error (inf with one probe).
 
@@ -82,6 +83,8 @@ def make_margin_program(
         out["bound_defined"] = b["bound_defined"]
         out.update({k: g[k][0] for k in ("estimate", "low", "high", "width", "p_clean")})
         out["censored"] = g["censored"][0]
+        for k in ("attacks", "attack_failed", "attack_nonfinite_steps"):
+            out[k] = g[k][0]
         out["jac_fro_probe"] = fro
         out["jac_fro_probe_se"] = sq_se / (2.0 * jnp.maximum(fro, 1e-30))
         return out

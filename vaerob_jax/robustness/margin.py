@@ -21,10 +21,14 @@ numbers) and the same attack key per start, so the estimate is a deterministic f
 ``key`` and p_hat(R) is as smooth in R as the attack allows. Keys are derived with
 ``jax.random.fold_in``.
 
-The attack is a plain callable ``attack_fn(params, x, radius, key) -> delta`` for one
-example (L2 ball of that radius): :func:`pgd_attack_fn` builds 001's output maximum-damage PGD
-attack from :mod:`vaerob_jax.attacks`; :func:`linear_worst_case_attack` is the exact
-worst case for :class:`LinearGaussianVAE`.
+The attack is a plain callable ``attack_fn(params, x, radius, key)`` for one example (L2
+ball of that radius) returning ``delta`` or an :class:`~vaerob_jax.attacks.AttackResult`:
+:func:`pgd_attack_fn` builds 001's output maximum-damage PGD attack from
+:mod:`vaerob_jax.attacks` and returns its full result, so the margin search counts, per
+example, the attacks that gained nothing over their random start (``attack_failed``) and the
+non-finite steps (``attack_nonfinite_steps``) over every radius it tried;
+:func:`linear_worst_case_attack` is the exact worst case for :class:`LinearGaussianVAE`
+(a bare ``delta``, never a failure).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from vaerob_jax.robustness.r_robust import (
 
 Params = Any
 Model = Any
-AttackFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+AttackFn = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]  # delta or AttackResult
 
 METHODS = ("bisect", "scan")
 
@@ -85,10 +89,20 @@ def pgd_attack_fn(
         box=box,
     )
 
-    def attack_fn(params: Any, x: jax.Array, radius: jax.Array, key: jax.Array) -> jax.Array:
-        return attack.run(params, {"x": x}, radius, key).delta
+    def attack_fn(params: Any, x: jax.Array, radius: jax.Array, key: jax.Array) -> Any:
+        return attack.run(params, {"x": x}, radius, key)
 
     return attack_fn
+
+
+def _attack_record(out: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(delta, failed 0/1, non-finite steps) of an ``attack_fn`` output (delta or result)."""
+    from vaerob_jax.attacks import AttackResult
+
+    if isinstance(out, AttackResult):
+        return out.delta, (~out.improved).astype(jnp.int32), out.nonfinite.astype(jnp.int32)
+    zero = jnp.zeros((), jnp.int32)
+    return out, zero, zero
 
 
 # -- margin search ----------------------------------------------------------------------------
@@ -105,15 +119,19 @@ def _robust_p(
     n_starts: int,
     apply_to: str,
     tau: jax.Array,
-) -> jax.Array:
-    """min over attack starts of p_hat(||Delta(x, delta_s)||_2 <= r), delta_s = attack at radius."""
+) -> tuple[jax.Array, jax.Array]:
+    """(min over attack starts of p_hat(||Delta(x, delta_s)||_2 <= r), the starts' attack
+    record: [failed attacks, non-finite steps]), delta_s = the attack at ``radius``."""
 
-    def one_start(s: jax.Array) -> jax.Array:
-        delta = attack_fn(params, x, radius, jax.random.fold_in(k_attack, s))
+    def one_start(s: jax.Array) -> tuple[jax.Array, jax.Array]:
+        delta, failed, nonfinite = _attack_record(
+            attack_fn(params, x, radius, jax.random.fold_in(k_attack, s))
+        )
         norms = deviation_norms(model, params, x, k_mc, n_samples, tau, delta, apply_to)
-        return jnp.mean((norms <= r).astype(norms.dtype))
+        return jnp.mean((norms <= r).astype(norms.dtype)), jnp.stack([failed, nonfinite])
 
-    return jnp.min(jax.vmap(one_start)(jnp.arange(n_starts)))
+    p, record = jax.vmap(one_start)(jnp.arange(n_starts))
+    return jnp.min(p), jnp.sum(record, axis=0)
 
 
 def _margin_one(
@@ -139,7 +157,7 @@ def _margin_one(
     p_clean = jnp.mean((clean <= r).astype(clean.dtype))
     robust_clean = p_clean > m
 
-    def p_at(radius: jax.Array) -> jax.Array:
+    def p_at(radius: jax.Array) -> tuple[jax.Array, jax.Array]:
         return _robust_p(
             model, params, x, r, radius, k_mc, k_attack, attack_fn, n_samples, n_starts,
             apply_to, tau,
@@ -149,22 +167,30 @@ def _margin_one(
     zero = jnp.zeros((), clean.dtype)
     if method == "bisect":
         r_max = jnp.asarray(r_max, clean.dtype)
-        robust_top = p_at(r_max) > m
+        p_top, record = p_at(r_max)
+        robust_top = p_top > m
 
-        def body(_: int, bracket: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-            lo, hi = bracket
+        def body(
+            _: int, carry: tuple[jax.Array, jax.Array, jax.Array]
+        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+            lo, hi, rec = carry
             mid = 0.5 * (lo + hi)
-            ok = p_at(mid) > m
-            return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+            p_mid, rec_mid = p_at(mid)
+            ok = p_mid > m
+            return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid), rec + rec_mid
 
-        lo, hi = jax.lax.fori_loop(0, n_iter, body, (zero, r_max))
+        lo, hi, record = jax.lax.fori_loop(0, n_iter, body, (zero, r_max, record))
+        n_attacks = (n_iter + 1) * n_starts
         lo = jnp.where(robust_top, r_max, lo)
         hi = jnp.where(robust_top, inf, hi)
         estimate = jnp.where(robust_top, r_max, 0.5 * (lo + hi))
     else:
         assert scan_radii is not None
         radii = jnp.asarray(scan_radii, clean.dtype)
-        ok = jax.vmap(p_at)(radii) > m
+        p_radii, records = jax.vmap(p_at)(radii)
+        ok = p_radii > m
+        record = jnp.sum(records, axis=0)
+        n_attacks = len(scan_radii) * n_starts
         # largest robust radius; the next grid radius up failed (descending scan stops there)
         idx = jnp.where(ok, jnp.arange(radii.shape[0]), -1).max()
         lo = jnp.where(idx >= 0, radii[jnp.maximum(idx, 0)], zero)
@@ -183,6 +209,9 @@ def _margin_one(
         "p_clean": p_clean,
         "robust_clean": robust_clean,
         "censored": robust_clean & robust_top,
+        "attacks": jnp.asarray(n_attacks, jnp.int32),
+        "attack_failed": record[0],
+        "attack_nonfinite_steps": record[1],
     }
 
 
@@ -240,7 +269,10 @@ def make_margin_estimator(
       the largest robust grid radius for the scan; ``r_max``/top radius when censored; 0 when
       not r-robust even unperturbed), ``low`` (largest radius verified robust), ``high``
       (smallest radius found non-robust; inf when censored), ``width``, ``p_clean`` (Eq. 2's
-      p at delta = 0), ``robust_clean`` and ``censored`` (robust at the largest radius tried).
+      p at delta = 0), ``robust_clean`` and ``censored`` (robust at the largest radius tried),
+      and the attack record over every radius tried: ``attacks`` (attack runs per example),
+      ``attack_failed`` (runs that gained nothing over their random start: at that radius the
+      "robust" verdict rests on a random perturbation) and ``attack_nonfinite_steps``.
     """
     n_samples = _check_count("n_samples", n_samples)
     n_iter = _check_count("n_iter", n_iter)

@@ -51,6 +51,9 @@ EXTRA_COLUMNS = (
     "censored",
     "jac_fro_probe",
     "jac_fro_probe_se",
+    "attacks",
+    "attack_failed",
+    "attack_nonfinite_steps",
     "model_digest",
 )
 MARGIN_SUMMARY_COLUMNS = (

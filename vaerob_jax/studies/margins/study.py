@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax import objectives
+from vaerob_jax.attacks import AttackFailedError
 from vaerob_jax.data import Dataset, load, sample_per_subgroup, size_kwargs
 from vaerob_jax.models import VAE, make_vae
 from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
@@ -38,7 +39,13 @@ from vaerob_jax.sweeps import GridSpec, ResultStore, read_json, stack_digests
 from vaerob_jax.sweeps.progress import Progress
 from vaerob_jax.train import CheckpointError, make_grid, train_grid
 
-__all__ = ["MARGIN_FINITE", "MarginInputs", "MarginStudy", "prepare_margin_inputs"]
+__all__ = [
+    "MARGIN_FINITE",
+    "MarginInputs",
+    "MarginStudy",
+    "check_margin_attacks",
+    "prepare_margin_inputs",
+]
 
 # margins.csv columns a cell must hold finite values in to be stored as done (the bound may
 # be undefined, NaN, and a censored margin has an infinite bracket, by design).
@@ -139,6 +146,30 @@ def _reusable_train_dir(
         log(f"subgroup study's β grid not reused: settings differ ({', '.join(diff)})")
         return None, dev_path
     return train_dir, dev_path
+
+
+def check_margin_attacks(
+    beta: float, tau: float, res: dict[str, np.ndarray], log: Callable[[str], None]
+) -> None:
+    """Raises before a (β, τ) cell is stored if none of its attacks gained over its random
+    start (its margins would measure random perturbations); logs partial failures."""
+    runs, failed = int(np.sum(res["attacks"])), int(np.sum(res["attack_failed"]))
+    nonfinite = int(np.sum(res["attack_nonfinite_steps"]))
+    where = f"β={beta:g}, τ={tau:g}"
+    if runs and failed == runs:
+        raise AttackFailedError(
+            f"none of the {runs} margin attacks at {where} gained over its random start "
+            f"(non-finite steps: {nonfinite}); check the objective and the step size before "
+            "trusting any margin of this model"
+        )
+    if failed or nonfinite:
+        n_ex = int(np.sum(np.asarray(res["attack_failed"]) > 0))
+        log(
+            f"warning: at {where}, {failed} of {runs} margin attacks (on {n_ex} "
+            f"example{'' if n_ex == 1 else 's'}) gained nothing over their random start and "
+            f"{nonfinite} steps were non-finite "
+            "(attack_failed / attack_nonfinite_steps in margins.csv)"
+        )
 
 
 class MarginStudy:
@@ -242,6 +273,7 @@ class MarginStudy:
                 config.chunk_size,
                 counter.advance,
             )
+            check_margin_attacks(beta, tau, res, run.log)
             return rows_for_model(beta, tau, sample, res, digests[index[(beta, tau)]][:16])
 
         digests = stack_digests(trained.params)

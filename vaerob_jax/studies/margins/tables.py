@@ -77,6 +77,9 @@ def rows_for_model(
                 "censored": bool(res["censored"][i]),
                 "jac_fro_probe": float(res["jac_fro_probe"][i]),
                 "jac_fro_probe_se": float(res["jac_fro_probe_se"][i]),
+                "attacks": int(res["attacks"][i]),
+                "attack_failed": int(res["attack_failed"][i]),
+                "attack_nonfinite_steps": int(res["attack_nonfinite_steps"][i]),
             }
         )
     return rows
