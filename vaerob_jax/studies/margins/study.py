@@ -292,7 +292,7 @@ class MarginStudy:
             for k, v in config.to_dict().items()
             if k not in ("betas", "taus", "subgroup_study_dir", "bound_level")
         }
-        store_cfg["cell_rows"] = "model digest"  # cells of older versions lack it
+        store_cfg["cell_rows"] = "model digest, attack record"  # older cells lack them
         return store_cfg
 
     def outputs(
