@@ -204,3 +204,34 @@ def test_the_margin_search_counts_its_attacks_and_their_failures(
     res = pgd(tiny_params, tiny_images[:3], 1.0, jax.random.key(0))
     np.testing.assert_array_equal(res["attacks"], runs)
     assert np.sum(res["attack_failed"]) <= 0.1 * runs * 3
+
+
+def test_log_bisection_finds_the_closed_form_margin_to_a_relative_tolerance(linear):
+    """'logbisect' halves [r_max / log_range, r_max] in log radius: the bracket's relative
+    width is log_range^(1/2^n_iter) - 1 at any scale, and it holds the closed-form margin
+    (up to the Monte-Carlo resolution of p); below r_min the margin is the bracket [0, r_min]."""
+    model, params, xs, attack = linear
+    n, n_iter, log_range = 4000, 8, 1e3
+    true = float(linear_true_margin(params, R_OUT))
+    s_max = float(np.linalg.svd(np.asarray(params["A"]), compute_uv=False)[0])
+    tol_p = 4 * np.sqrt(0.25 / n)
+    radii = np.linspace(0.5 * true, 1.5 * true, 401)
+    p_exact = np.asarray(shifted_ball_probability(s_max * radii, SIGMA, R_OUT, LATENT))
+    r_lo, r_hi = radii[p_exact < 0.5 + tol_p].min(), radii[p_exact > 0.5 - tol_p].max()
+    est = make_margin_estimator(
+        model, attack, n_samples=n, n_iter=n_iter, method="logbisect", log_range=log_range
+    )
+    rel = log_range ** (1 / 2**n_iter) - 1
+    for r_max in (2.0, 200.0):  # the same relative resolution whatever the search range
+        out = est(params, xs, R_OUT, jax.random.key(0), r_max=r_max)
+        lo, hi = np.asarray(out["low"]), np.asarray(out["high"])
+        np.testing.assert_allclose(hi / lo - 1, rel, rtol=1e-3)
+        np.testing.assert_allclose(out["width_rel"], (hi - lo) / np.sqrt(lo * hi), rtol=1e-5)
+        assert np.all(lo <= r_hi) and np.all(hi >= r_lo)
+        np.testing.assert_array_equal(out["attacks"], n_iter + 2)
+    # A search range entirely above the margin: not robust at r_min = 5 true.
+    above = est(params, xs, R_OUT, jax.random.key(0), r_max=5e3 * true)
+    np.testing.assert_array_equal(above["low"], 0.0)
+    np.testing.assert_allclose(above["high"], 5 * true, rtol=1e-6)
+    with pytest.raises(ValueError, match="log_range"):
+        make_margin_estimator(model, attack, method="logbisect", log_range=1.0)

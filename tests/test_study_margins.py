@@ -78,7 +78,9 @@ def test_bound_is_theorem1_and_nan_exactly_where_p_r_at_most_half(study):
 @pytest.mark.slow
 def test_margin_bracket_and_estimate_are_consistent(study):
     _, _, rows = study
-    width = TINY.r_max / 2**TINY.n_iter
+    assert TINY.method == "logbisect"
+    ratio = TINY.log_range ** (1 / 2**TINY.n_iter)  # high / low after n_iter log-halvings
+    r_min = TINY.r_max / TINY.log_range
     for r in rows:
         assert 0.0 <= r["margin_estimate"] <= TINY.r_max
         assert r["margin_bracket"] >= 0
@@ -86,9 +88,13 @@ def test_margin_bracket_and_estimate_are_consistent(study):
             assert r["margin_estimate"] == 0 and r["margin_bracket"] == 0
         elif r["censored"]:
             assert r["margin_estimate"] == TINY.r_max and math.isinf(r["margin_bracket"])
+        elif r["margin_low"] == 0:  # not robust at r_min: the bracket [0, r_min]
+            assert r["margin_high"] == pytest.approx(r_min, rel=1e-5)
         else:
-            assert r["margin_bracket"] == pytest.approx(width, rel=1e-5)
-            assert r["margin_low"] <= r["margin_estimate"] <= r["margin_high"]
+            lo, hi = r["margin_low"], r["margin_high"]
+            assert hi / lo == pytest.approx(ratio, rel=1e-4)
+            assert r["margin_estimate"] == pytest.approx(np.sqrt(lo * hi), rel=1e-5)
+            assert r["margin_bracket_rel"] == pytest.approx((hi - lo) / np.sqrt(lo * hi), 1e-4)
         # The probe estimate of ||J||_F is near the exact one (2 probes: loose).
         assert 0.2 * r["jac_fro"] < r["jac_fro_probe"] < 3.0 * r["jac_fro"]
 
@@ -349,7 +355,7 @@ def test_margin_rows_carry_the_attack_record_and_a_failed_cell_raises(study):
     from vaerob_jax.studies.margins.study import check_margin_attacks
 
     _, _, rows = study
-    runs = (TINY.n_iter + 1) * TINY.n_starts
+    runs = (TINY.n_iter + 2) * TINY.n_starts  # log bisection: r_max, r_min, n_iter radii
     assert all(r["attacks"] == runs and 0 <= r["attack_failed"] <= runs for r in rows)
     assert sum(r["attack_failed"] for r in rows) <= 0.1 * runs * len(rows)
     assert all(r["attack_nonfinite_steps"] == 0 for r in rows)

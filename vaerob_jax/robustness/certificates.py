@@ -32,6 +32,7 @@ def make_margin_program(
     restarts: int = 1,
     n_starts: int = 1,
     method: str = "bisect",
+    log_range: float = 1e3,
     apply_to: str = "mean",
     n_probes: int = 4,
     box: tuple[float, float] | None = (0.0, 1.0),
@@ -45,7 +46,8 @@ def make_margin_program(
     model of the grid and every chunk of the same size.
 
     Fields: ``sigma_min``, ``jac_fro``, ``p_r``, ``p_r_se``, ``bound``, ``bound_defined``
-    (Theorem 1 of 001, Eq. 4), ``estimate``, ``low``, ``high``, ``width``, ``p_clean``,
+    (Theorem 1 of 001, Eq. 4), ``estimate``, ``low``, ``high``, ``width``, ``width_rel``,
+    ``p_clean``,
     ``censored`` (the margin of Eq. 3 by bisection with the Eq. 5 attack), ``attacks``,
     ``attack_failed``, ``attack_nonfinite_steps`` (its attacks' record), ``jac_fro_probe``
     = sqrt of the Hutchinson estimate of ‖J‖_F² and ``jac_fro_probe_se`` its delta-method
@@ -65,6 +67,7 @@ def make_margin_program(
         n_iter=n_iter,
         n_starts=n_starts,
         method=method,
+        log_range=log_range,
         apply_to=apply_to,
     )
 
@@ -81,7 +84,9 @@ def make_margin_program(
         fro = jnp.sqrt(sq)
         out = {k: b[k] for k in ("sigma_min", "jac_fro", "p_r", "p_r_se", "bound")}
         out["bound_defined"] = b["bound_defined"]
-        out.update({k: g[k][0] for k in ("estimate", "low", "high", "width", "p_clean")})
+        out.update(
+            {k: g[k][0] for k in ("estimate", "low", "high", "width", "width_rel", "p_clean")}
+        )
         out["censored"] = g["censored"][0]
         for k in ("attacks", "attack_failed", "attack_nonfinite_steps"):
             out[k] = g[k][0]

@@ -57,7 +57,7 @@ Params = Any
 Model = Any
 AttackFn = Callable[[Any, jax.Array, jax.Array, jax.Array], Any]  # delta or AttackResult
 
-METHODS = ("bisect", "scan")
+METHODS = ("bisect", "logbisect", "scan")
 
 
 # -- attacks ----------------------------------------------------------------------------------
@@ -142,6 +142,7 @@ def _margin_one(
     n_starts: int,
     method: str,
     scan_radii: tuple[float, ...] | None,
+    log_range: float,
     apply_to: str,
     params: Params,
     x: jax.Array,
@@ -165,25 +166,38 @@ def _margin_one(
 
     inf = jnp.asarray(jnp.inf, clean.dtype)
     zero = jnp.zeros((), clean.dtype)
-    if method == "bisect":
+    if method in ("bisect", "logbisect"):
         r_max = jnp.asarray(r_max, clean.dtype)
         p_top, record = p_at(r_max)
         robust_top = p_top > m
+        log = method == "logbisect"
+        if log:  # bracket [r_max / log_range, r_max], halved in log radius
+            r_min = r_max / log_range
+            p_bottom, rec_bottom = p_at(r_min)
+            robust_bottom = p_bottom > m
+            record = record + rec_bottom
+            start = (r_min, r_max)
+        else:
+            start = (zero, r_max)
 
         def body(
             _: int, carry: tuple[jax.Array, jax.Array, jax.Array]
         ) -> tuple[jax.Array, jax.Array, jax.Array]:
             lo, hi, rec = carry
-            mid = 0.5 * (lo + hi)
+            mid = jnp.sqrt(lo * hi) if log else 0.5 * (lo + hi)
             p_mid, rec_mid = p_at(mid)
             ok = p_mid > m
             return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid), rec + rec_mid
 
-        lo, hi, record = jax.lax.fori_loop(0, n_iter, body, (zero, r_max, record))
-        n_attacks = (n_iter + 1) * n_starts
+        lo, hi, record = jax.lax.fori_loop(0, n_iter, body, (*start, record))
+        n_attacks = (n_iter + 1 + int(log)) * n_starts
+        if log:  # not robust even at r_min: the margin lies in [0, r_min]
+            lo = jnp.where(robust_bottom, lo, zero)
+            hi = jnp.where(robust_bottom, hi, r_min)
         lo = jnp.where(robust_top, r_max, lo)
         hi = jnp.where(robust_top, inf, hi)
-        estimate = jnp.where(robust_top, r_max, 0.5 * (lo + hi))
+        mid = jnp.where(lo > 0, jnp.sqrt(lo * hi), 0.5 * hi) if log else 0.5 * (lo + hi)
+        estimate = jnp.where(robust_top, r_max, mid)
     else:
         assert scan_radii is not None
         radii = jnp.asarray(scan_radii, clean.dtype)
@@ -206,6 +220,7 @@ def _margin_one(
         "low": lo,
         "high": hi,
         "width": hi - lo,
+        "width_rel": jnp.where(estimate > 0, (hi - lo) / jnp.maximum(estimate, 1e-30), jnp.nan),
         "p_clean": p_clean,
         "robust_clean": robust_clean,
         "censored": robust_clean & robust_top,
@@ -215,8 +230,9 @@ def _margin_one(
     }
 
 
-# static: model, attack_fn, n_samples, n_iter, n_starts, method, scan radii (tuple), apply_to
-_margin_one_jit = jax.jit(_margin_one, static_argnums=tuple(range(8)))
+# static: model, attack_fn, n_samples, n_iter, n_starts, method, scan radii (tuple), log_range,
+# apply_to
+_margin_one_jit = jax.jit(_margin_one, static_argnums=tuple(range(9)))
 
 
 def _scan_grid(method: str, scan_step: float, scan_max: float) -> tuple[float, ...] | None:
@@ -231,6 +247,13 @@ def _scan_grid(method: str, scan_step: float, scan_max: float) -> tuple[float, .
     return tuple(float(scan_step) * k for k in range(1, count + 1))
 
 
+def _log_range(value: float) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and value > 1.0):
+        raise ValueError(f"log_range (r_max / r_min) must be a finite number > 1, got {value}")
+    return value
+
+
 def make_margin_estimator(
     model: Model,
     attack_fn: AttackFn,
@@ -241,6 +264,7 @@ def make_margin_estimator(
     method: str = "bisect",
     scan_step: float = 0.5,
     scan_max: float = 10.0,
+    log_range: float = 1e3,
     apply_to: str = "mean",
 ) -> Callable[..., dict[str, jax.Array]]:
     """Builds a jitted, batched estimator of 001's margin R^r_X(x) (Eq. 3) for a fixed model.
@@ -258,8 +282,14 @@ def make_margin_estimator(
       n_iter: bisection iterations (bracket width r_max / 2**n_iter).
       n_starts: attack starts per radius; robust at R iff p > m after every start (the
         reference used 5).
-      method: 'bisect' (default) or 'scan' (radii scan_step, 2 scan_step, ..., scan_max).
+      method: 'bisect' (default: halve [0, r_max]), 'logbisect' (halve
+        [r_max / log_range, r_max] in log radius: one more attack, and a bracket of the same
+        *relative* width (log_range^(1/2**n_iter) - 1) at every scale, which bisection on a
+        fixed grid gives only to large margins) or 'scan' (radii scan_step, 2 scan_step, ...,
+        scan_max).
       scan_step, scan_max: the scan grid (static; the reference used 0.5 up to 10).
+      log_range: r_max / r_min of 'logbisect' (static); a margin below r_min is reported as
+        the bracket [0, r_min].
       apply_to: which encoder output sees x + delta when p is measured: 'mean' (001 Eq. 3,
         the definition Theorem 1 bounds; default), 'sigma' or 'both' (001 Fig. 6 also
         attacks both).
@@ -268,7 +298,8 @@ def make_margin_estimator(
       A function giving per-example arrays: ``estimate`` (the bracket midpoint for bisection;
       the largest robust grid radius for the scan; ``r_max``/top radius when censored; 0 when
       not r-robust even unperturbed), ``low`` (largest radius verified robust), ``high``
-      (smallest radius found non-robust; inf when censored), ``width``, ``p_clean`` (Eq. 2's
+      (smallest radius found non-robust; inf when censored), ``width``, ``width_rel``
+      (width / estimate; NaN where the estimate is 0), ``p_clean`` (Eq. 2's
       p at delta = 0), ``robust_clean`` and ``censored`` (robust at the largest radius tried),
       and the attack record over every radius tried: ``attacks`` (attack runs per example),
       ``attack_failed`` (runs that gained nothing over their random start: at that radius the
@@ -281,11 +312,12 @@ def make_margin_estimator(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     scan_radii = _scan_grid(method, scan_step, scan_max)
+    log_range = _log_range(log_range)
 
     def one(params, x, r, key, m, r_max, tau):
         return _margin_one(
-            model, attack_fn, n_samples, n_iter, n_starts, method, scan_radii, apply_to,
-            params, x, r, key, m, r_max, tau,
+            model, attack_fn, n_samples, n_iter, n_starts, method, scan_radii, log_range,
+            apply_to, params, x, r, key, m, r_max, tau,
         )  # fmt: skip
 
     @jax.jit
@@ -347,6 +379,7 @@ def estimate_margin(
     method: str = "bisect",
     scan_step: float = 0.5,
     scan_max: float = 10.0,
+    log_range: float = 1e3,
     apply_to: str = "mean",
     tau: jax.Array | float = 0.0,
 ) -> dict[str, jax.Array]:
@@ -368,9 +401,10 @@ def estimate_margin(
     _check_positive("r_max", r_max)
     _check_nonnegative("tau", tau)
     scan_radii = _scan_grid(method, scan_step, scan_max)
+    log_range = _log_range(log_range)
     x = jnp.asarray(x)
     return _margin_one_jit(
-        model, attack_fn, n_samples, n_iter, n_starts, method, scan_radii, apply_to,
+        model, attack_fn, n_samples, n_iter, n_starts, method, scan_radii, log_range, apply_to,
         params, x, jnp.asarray(r, x.dtype), key, jnp.asarray(m, x.dtype),
         jnp.asarray(r_max, x.dtype), jnp.asarray(tau, x.dtype),
     )  # fmt: skip

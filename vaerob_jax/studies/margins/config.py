@@ -40,6 +40,7 @@ MARGIN_COLUMNS = (
     "bound",
     "margin_estimate",
     "margin_bracket",
+    "margin_bracket_rel",
 )
 EXTRA_COLUMNS = (
     "p_r_se",
@@ -137,9 +138,13 @@ class MarginStudyConfig:
     box: str = "pixel"
     # Confidence of the conservative bound (Clopper–Pearson lower limit of p_r).
     bound_level: float = 0.95
-    n_iter: int = 6
+    # Margin search: 'logbisect' halves [r_max / log_range, r_max] in log radius, so the
+    # bracket is the same relative width at every scale (1000^(1/2^8) - 1 = 2.7 % with 8
+    # halvings; 'bisect' with 6 halvings of [0, 10] left ±0.078, ±20 % of a 0.4 margin).
+    n_iter: int = 8
     r_max: float = 10.0
-    method: str = "bisect"
+    method: str = "logbisect"
+    log_range: float = 1e3
     apply_to: str = "mean"
     attack_steps: int = 10
     attack_rule: str = "sign"
@@ -230,6 +235,8 @@ def validate_margin_config(config: MarginStudyConfig) -> None:
     mps = config.max_per_subgroup
     if mps is not None and (isinstance(mps, bool) or not isinstance(mps, int) or mps < 1):
         raise ValueError(f"max_per_subgroup must be None or an integer >= 1, got {mps!r}")
+    if not (math.isfinite(config.log_range) and config.log_range > 1):
+        raise ValueError(f"log_range (r_max / r_min) must be > 1, got {config.log_range}")
     if config.method not in MARGIN_METHODS:
         raise ValueError(f"unknown method {config.method!r}; choose one of {MARGIN_METHODS}")
     if config.apply_to not in APPLY_TO:

@@ -75,9 +75,10 @@ def report_sections(
         f"({int(cmp.sum())} pairs) it is ≤ the estimated margin for {100 * share_le:.1f} % "
         f"of them (Pearson ρ over defined bounds = {corr:.2f}). "
         + theorem1_reading(int(np.sum(bnd[cmp] > est[cmp])), int(cmp.sum()))
-        + f" The margin estimate is an upper estimate of the true margin (an attack that misses "
-        f"a violation overstates it), "
-        f"bracketed to ±{config.r_max / 2 ** (config.n_iter + 1):.3g}. "
+        + " The margin estimate is an upper estimate of the true margin (an attack that misses "
+        "a violation overstates it), "
+        + bracket_reading(rows)
+        + ". "
         + conservative_reading(rows, config)
     )
     per_model = []
@@ -117,7 +118,7 @@ def report_sections(
                 f"{list(config.betas)}, τ ∈ {list(config.taus)}; r = {config.r:g} on "
                 f"‖g(μ(x)+ησ) − g(μ(x))‖₂, m = {config.m:g}, {config.n_samples} η draws; "
                 f"margin by {config.n_iter}-step {config.method} on the L2 radius in "
-                f"[0, {config.r_max:g}] with a {config.attack_steps}-step {config.attack_rule} "
+                f"{search_range(config)} with a {config.attack_steps}-step {config.attack_rule} "
                 f"PGD maximum-damage attack (Eq. 5 of 001), "
                 f"{BOX_WORDS[config.box]}; "
                 f"{config.split} examples per "
@@ -187,3 +188,22 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         if (r["beta"], r["tau"]) == first:
             out[r["subgroup"]] = out.get(r["subgroup"], 0) + 1
     return out
+
+
+def search_range(config: MarginStudyConfig) -> str:
+    """The radius interval the margin search halves, in words."""
+    if config.method == "logbisect":
+        return f"[{config.r_max / config.log_range:g}, {config.r_max:g}] (halved in log radius)"
+    return f"[0, {config.r_max:g}]"
+
+
+def bracket_reading(rows: list[dict[str, Any]]) -> str:
+    """How tightly the margins are bracketed, from the table's relative bracket widths."""
+    rel = np.asarray([r["margin_bracket_rel"] for r in rows], np.float64)
+    rel = rel[np.isfinite(rel)]
+    if rel.size == 0:
+        return "with no finite bracket (every margin censored or zero)"
+    return (
+        f"bracketed to ±{50 * float(np.median(rel)):.1f} % of the estimate (median over the "
+        f"{rel.size} pairs with a finite bracket; at most ±{50 * float(rel.max()):.1f} %)"
+    )

@@ -239,6 +239,7 @@ class MarginStudy:
             restarts=config.restarts,
             n_starts=config.n_starts,
             method=config.method,
+            log_range=config.log_range,
             apply_to=config.apply_to,
             n_probes=config.n_probes,
             box=BOXES[config.box],

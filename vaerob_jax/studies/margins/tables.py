@@ -69,6 +69,7 @@ def rows_for_model(
                 "bound": float(res["bound"][i]) if defined else math.nan,
                 "margin_estimate": float(res["estimate"][i]),
                 "margin_bracket": float(res["width"][i]),
+                "margin_bracket_rel": float(res["width_rel"][i]),
                 "p_r_se": float(res["p_r_se"][i]),
                 "bound_defined": defined,
                 "margin_low": float(res["low"][i]),
