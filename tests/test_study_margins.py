@@ -370,3 +370,36 @@ def test_margin_rows_carry_the_attack_record_and_a_failed_cell_raises(study):
     res["attack_failed"] = res["attacks"]
     with pytest.raises(AttackFailedError, match="none of the"):
         check_margin_attacks(1.0, 0.0, res, logged.append)
+
+
+@pytest.mark.slow
+def test_attack_check_compares_the_same_examples_under_a_stronger_attack(study, tmp_path):
+    """Issue 8.5: margin_attack_check.csv holds, per model, examples spread over every
+    subgroup with their estimate under the study's attack (= margins.csv) and a stronger one;
+    `moved` follows from the relative change and the bracket; the reading is computed from
+    it. With a 'stronger' attack equal to the study's, the search repeats itself exactly
+    (same noise draws and starts): every change is 0."""
+    out, paths, rows = study
+    check = read_csv(paths["margin_attack_check"], types={"subgroup": str})
+    per_model = min(TINY.check_examples, N_EXAMPLES)
+    assert len(check) == len(TINY.betas) * len(TINY.taus) * per_model
+    assert {c["subgroup"] for c in check} == {r["subgroup"] for r in rows}
+    by_key = {(r["beta"], r["tau"], r["example_id"]): r for r in rows}
+    for c in check:
+        r = by_key[(c["beta"], c["tau"], c["example_id"])]
+        assert c["margin_estimate"] == r["margin_estimate"]
+        if r["margin_estimate"] > 0:
+            change = c["margin_estimate_strong"] / r["margin_estimate"] - 1
+            assert c["change"] == pytest.approx(change, rel=1e-9, abs=1e-12)
+            tol = r["margin_bracket_rel"] if math.isfinite(r["margin_bracket_rel"]) else math.inf
+            assert c["moved"] == (0 if abs(change) <= tol else int(np.sign(change)))
+    assert "Has the margin's attack converged?" in paths["report"].read_text()
+
+    same = dataclasses.replace(TINY, check_factor=1, check_restarts=TINY.restarts)
+    copy = tmp_path / "same"
+    copy.mkdir()
+    shutil.copytree(out / "train", copy / "train")  # the models: load, do not retrain
+    again = run_margin_study(same, copy, **QUIET)
+    check_same = read_csv(again["margin_attack_check"], types={"subgroup": str})
+    assert all(c["change"] == 0 or c["margin_estimate"] == 0 for c in check_same)
+    assert all(c["margin_estimate_strong"] == c["margin_estimate"] for c in check_same)

@@ -150,6 +150,12 @@ class MarginStudyConfig:
     attack_rule: str = "sign"
     restarts: int = 1
     n_starts: int = 1
+    # Convergence of the margin's attack (margin_attack_check.csv): on check_examples
+    # examples per model, spread over the sample, the same search again with check_factor x
+    # the attack steps and check_restarts restarts (same noise draws); 0 turns it off.
+    check_examples: int = 16
+    check_factor: int = 4
+    check_restarts: int = 2
     n_probes: int = 4
     # Examples: None = every example of the chosen subgroups in the split.
     max_per_subgroup: int | None = 64  # the subgroup study's n_per_subgroup: Δc joins all
@@ -235,6 +241,13 @@ def validate_margin_config(config: MarginStudyConfig) -> None:
     mps = config.max_per_subgroup
     if mps is not None and (isinstance(mps, bool) or not isinstance(mps, int) or mps < 1):
         raise ValueError(f"max_per_subgroup must be None or an integer >= 1, got {mps!r}")
+    if isinstance(config.check_examples, bool) or config.check_examples < 0:
+        raise ValueError(f"check_examples must be >= 0, got {config.check_examples!r}")
+    if config.check_examples and (config.check_factor < 1 or config.check_restarts < 1):
+        raise ValueError(
+            "check_factor and check_restarts must be >= 1, got "
+            f"{config.check_factor} and {config.check_restarts}"
+        )
     if not (math.isfinite(config.log_range) and config.log_range > 1):
         raise ValueError(f"log_range (r_max / r_min) must be > 1, got {config.log_range}")
     if config.method not in MARGIN_METHODS:

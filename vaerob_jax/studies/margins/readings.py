@@ -138,6 +138,13 @@ def report_sections(
             "columns": list(MARGIN_SUMMARY_COLUMNS),
         },
     ]
+    if res.check:
+        sections.append(
+            {
+                "heading": "Has the margin's attack converged?",
+                "reading": attack_check_reading(res.check, config),
+            }
+        )
     for name, p in paths.items():
         if name.startswith("fig_margin_distributions"):
             sections.append(
@@ -206,4 +213,30 @@ def bracket_reading(rows: list[dict[str, Any]]) -> str:
     return (
         f"bracketed to ±{50 * float(np.median(rel)):.1f} % of the estimate (median over the "
         f"{rel.size} pairs with a finite bracket; at most ±{50 * float(rel.max()):.1f} %)"
+    )
+
+
+def attack_check_reading(check: list[dict[str, Any]], config: MarginStudyConfig) -> str:
+    """How much a stronger attack moves the margin estimates, from ``margin_attack_check``."""
+    n_models = len({(c["beta"], c["tau"]) for c in check})
+    est = np.asarray([c["margin_estimate"] for c in check], np.float64)
+    strong = np.asarray([c["margin_estimate_strong"] for c in check], np.float64)
+    moved = np.asarray([c["moved"] for c in check])
+    change = np.asarray([c["change"] for c in check], np.float64)
+    worst = int(np.nanargmin(change)) if np.isfinite(change).any() else 0
+    return (
+        f"On {len(check)} examples ({len(check) // max(n_models, 1)} per model, spread over "
+        f"the subgroups), the search with a {config.check_factor * config.attack_steps}-step, "
+        f"{config.check_restarts}-restart attack gives a median margin of "
+        f"{float(np.median(strong)):.3g} against {float(np.median(est)):.3g} with the study's "
+        f"{config.attack_steps}-step, {config.restarts}-restart attack on the same examples; "
+        f"{int(np.sum(moved < 0))} estimates fell and {int(np.sum(moved > 0))} rose by more "
+        f"than their bracket (largest fall {100 * -float(np.nan_to_num(change[worst])):.0f} %, "
+        f"{check[worst]['subgroup']}, β={check[worst]['beta']:g}). "
+        + (
+            "The margins are upper estimates that a stronger attack still lowers: read "
+            "differences between subgroups smaller than that with care."
+            if np.sum(moved < 0) > 0
+            else "Within their brackets the estimates did not move."
+        )
     )

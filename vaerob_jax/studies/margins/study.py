@@ -148,6 +148,14 @@ def _reusable_train_dir(
     return train_dir, dev_path
 
 
+def check_indices(n: int, k: int) -> np.ndarray:
+    """``min(k, n)`` example indices spread evenly over a sample of ``n`` sorted by subgroup
+    (so every subgroup is represented), for the margin attack's convergence check."""
+    if k <= 0 or n == 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(np.int64))
+
+
 def check_margin_attacks(
     beta: float, tau: float, res: dict[str, np.ndarray], log: Callable[[str], None]
 ) -> None:
@@ -230,19 +238,28 @@ class MarginStudy:
         from vaerob_jax.studies.margins.tables import rows_for_model
 
         index = {(g["beta"], g["tau"]): g["model"] for g in trained.rows()}
-        program = make_margin_program(
-            inputs.model,
-            n_samples=config.n_samples,
-            n_iter=config.n_iter,
-            attack_steps=config.attack_steps,
-            attack_rule=config.attack_rule,
-            restarts=config.restarts,
-            n_starts=config.n_starts,
-            method=config.method,
-            log_range=config.log_range,
-            apply_to=config.apply_to,
-            n_probes=config.n_probes,
-            box=BOXES[config.box],
+
+        def margin_program(steps: int, restarts: int) -> Any:
+            return make_margin_program(
+                inputs.model,
+                n_samples=config.n_samples,
+                n_iter=config.n_iter,
+                attack_steps=steps,
+                attack_rule=config.attack_rule,
+                restarts=restarts,
+                n_starts=config.n_starts,
+                method=config.method,
+                log_range=config.log_range,
+                apply_to=config.apply_to,
+                n_probes=config.n_probes,
+                box=BOXES[config.box],
+            )
+
+        program = margin_program(config.attack_steps, config.restarts)
+        strong = (
+            margin_program(config.check_factor * config.attack_steps, config.check_restarts)
+            if config.check_examples
+            else None
         )
         spec = GridSpec(
             {"beta": [float(b) for b in config.betas], "tau": [float(t) for t in config.taus]}
@@ -261,21 +278,21 @@ class MarginStudy:
             emit=run.log,
         )
 
-        def compute(cell: Any) -> list[dict[str, Any]]:
+        check_idx = check_indices(len(sample), config.check_examples)
+
+        def compute(cell: Any) -> Any:
             beta, tau = float(cell["beta"]), float(cell["tau"])
             params = jax.tree.map(lambda a, k=index[(beta, tau)]: a[k], trained.params)
-            res = run_in_chunks(
-                program,
-                params,
-                images,
-                ids,
-                key,
-                (*scalars, jnp.asarray(tau, jnp.float32)),
-                config.chunk_size,
-                counter.advance,
-            )
+            args = (key, (*scalars, jnp.asarray(tau, jnp.float32)), config.chunk_size)
+            res = run_in_chunks(program, params, images, ids, *args, counter.advance)
             check_margin_attacks(beta, tau, res, run.log)
-            return rows_for_model(beta, tau, sample, res, digests[index[(beta, tau)]][:16])
+            rows = rows_for_model(beta, tau, sample, res, digests[index[(beta, tau)]][:16])
+            if strong is None:
+                return rows
+            # The same examples, noise draws and search with a stronger attack: how far the
+            # default attack's (upper) margin estimates are from converged.
+            res_strong = run_in_chunks(strong, params, images[check_idx], ids[check_idx], *args)
+            return rows, {"check_index": check_idx, "check_estimate": res_strong["estimate"]}
 
         digests = stack_digests(trained.params)
         return CellPlan(
@@ -293,7 +310,7 @@ class MarginStudy:
             for k, v in config.to_dict().items()
             if k not in ("betas", "taus", "subgroup_study_dir", "bound_level")
         }
-        store_cfg["cell_rows"] = "model digest, attack record"  # older cells lack them
+        store_cfg["cell_rows"] = "model digest, attack record, check"  # older cells lack them
         return store_cfg
 
     def outputs(
@@ -312,5 +329,5 @@ class MarginStudy:
         run.timings["per_model_example_s"] = run.timings["cells_s"] / max(
             1, n_cells * len(inputs.sample)
         )
-        results = write_tables_and_figures(config, inputs, rows, run)
+        results = write_tables_and_figures(config, inputs, rows, run, store)
         return report_sections(config, rows, results, run)

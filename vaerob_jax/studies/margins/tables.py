@@ -28,7 +28,9 @@ from vaerob_jax.studies.runner import StudyRun
 from vaerob_jax.sweeps import join_rows, read_csv
 
 __all__ = [
+    "ATTACK_CHECK_COLUMNS",
     "MarginResults",
+    "attack_check_rows",
     "join_same_models",
     "rows_for_model",
     "summarize_margins",
@@ -45,6 +47,7 @@ class MarginResults:
     summary: Rows
     joined: Rows
     eps_max: float
+    check: Rows = dataclasses.field(default_factory=list)
 
 
 def rows_for_model(
@@ -193,8 +196,57 @@ def add_conservative_bound(config: MarginStudyConfig, rows: Rows) -> None:
         r["bound_conservative"] = float(b)
 
 
+ATTACK_CHECK_COLUMNS = (
+    "beta",
+    "tau",
+    "subgroup",
+    "example_id",
+    "margin_estimate",
+    "margin_estimate_strong",
+    "change",
+    "margin_bracket_rel",
+    "moved",
+)
+
+
+def attack_check_rows(config: MarginStudyConfig, rows: Rows, store: Any) -> Rows:
+    """Per checked example: the margin estimate under the study's attack and under the
+    stronger one (same examples, noise draws and search), the relative change and ``moved``:
+    -1 / +1 where it fell / rose by more than the estimate's relative bracket, else 0."""
+    if not config.check_examples or store is None or store.spec is None:
+        return []
+    out: Rows = []
+    for cell in store.spec:
+        arrays = store.load(cell).arrays or {}
+        if "check_estimate" not in arrays:
+            continue
+        beta, tau = float(cell["beta"]), float(cell["tau"])
+        # A model's rows are in sample order, the order check_index counts in.
+        model_rows = [r for r in rows if r["beta"] == beta and r["tau"] == tau]
+        for i, strong in zip(arrays["check_index"], arrays["check_estimate"]):
+            r = model_rows[int(i)]
+            est, rel = float(r["margin_estimate"]), float(r["margin_bracket_rel"])
+            change = (float(strong) - est) / est if est > 0 else math.nan
+            tol = rel if math.isfinite(rel) else math.inf
+            moved = 0 if not math.isfinite(change) or abs(change) <= tol else int(np.sign(change))
+            out.append(
+                {
+                    "beta": beta,
+                    "tau": tau,
+                    "subgroup": r["subgroup"],
+                    "example_id": r["example_id"],
+                    "margin_estimate": est,
+                    "margin_estimate_strong": float(strong),
+                    "change": change,
+                    "margin_bracket_rel": rel,
+                    "moved": moved,
+                }
+            )
+    return out
+
+
 def write_tables_and_figures(
-    config: MarginStudyConfig, inputs: Any, rows: Rows, run: StudyRun
+    config: MarginStudyConfig, inputs: Any, rows: Rows, run: StudyRun, store: Any = None
 ) -> MarginResults:
     """Writes every table and figure of the study; returns the tables for the readings."""
     add_conservative_bound(config, rows)
@@ -236,4 +288,7 @@ def write_tables_and_figures(
                 joined,
                 "margin_vs_deviation.png",
             )
-    return MarginResults(summary, joined, eps_max)
+    check = attack_check_rows(config, rows, store)
+    if check:
+        run.table("margin_attack_check", check, ATTACK_CHECK_COLUMNS)
+    return MarginResults(summary, joined, eps_max, check)
