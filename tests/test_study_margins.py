@@ -403,3 +403,19 @@ def test_attack_check_compares_the_same_examples_under_a_stronger_attack(study, 
     check_same = read_csv(again["margin_attack_check"], types={"subgroup": str})
     assert all(c["change"] == 0 or c["margin_estimate"] == 0 for c in check_same)
     assert all(c["margin_estimate_strong"] == c["margin_estimate"] for c in check_same)
+
+
+def test_attack_check_reading_follows_the_table():
+    from vaerob_jax.studies.margins.readings import attack_check_reading
+
+    def row(sub, strong, moved):
+        return dict(beta=1.0, tau=0.0, subgroup=sub, margin_estimate=1.0,
+                    margin_estimate_strong=strong, change=strong - 1.0, moved=moved)  # fmt: skip
+
+    fell = attack_check_reading([row("a", 0.5, -1), row("b", 1.0, 0)], TINY)
+    assert "1 estimates fell and 0 rose" in fell and "still lowers" in fell
+    assert "not monotone" not in fell and "largest fall 50 %, a" in fell
+    both = attack_check_reading([row("a", 0.5, -1), row("b", 2.0, 1)], TINY)
+    assert "1 estimates fell and 1 rose" in both and "not monotone" in both
+    still = attack_check_reading([row("a", 1.0, 0), row("b", 1.0, 0)], TINY)
+    assert "No estimate fell" in still and "not monotone" not in still

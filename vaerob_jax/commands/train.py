@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaerob_jax.commands import float_list, int_list
+from vaerob_jax.commands import exit_codes_epilog, float_list, int_list
 
 __all__ = ["DEFAULTS", "register", "run"]
 
@@ -57,6 +57,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "train",
         help="train a grid of β-VAEs (one compiled program) with checkpoints and metrics",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=exit_codes_epilog(),
     )
     d = DEFAULTS
     p.add_argument("--dataset", default=d["dataset"], help="dataset name (vaerob_jax.data)")

@@ -237,6 +237,13 @@ def attack_check_reading(check: list[dict[str, Any]], config: MarginStudyConfig)
             "The margins are upper estimates that a stronger attack still lowers: read "
             "differences between subgroups smaller than that with care."
             if np.sum(moved < 0) > 0
-            else "Within their brackets the estimates did not move."
+            else "No estimate fell beyond its bracket."
+        )
+        + (
+            " Estimates that rose show the search is not monotone in the attack's strength "
+            "(a different attack at one radius can miss a violation the other found): the "
+            "margin depends on the attack, not only on the model."
+            if np.sum(moved > 0) > 0
+            else ""
         )
     )
