@@ -13,6 +13,7 @@ from vaerob_jax.models.classifier import (
     accuracy,
     accuracy_by_group,
     make_classifier,
+    make_mlp_classifier,
     predict,
 )
 from vaerob_jax.models.dae import DeterministicAE, make_dae
@@ -44,6 +45,7 @@ __all__ = [
     "check_autoencoder",
     "check_classifier",
     "make_classifier",
+    "make_mlp_classifier",
     "make_dae",
     "make_gmm_prior",
     "make_hierarchical",

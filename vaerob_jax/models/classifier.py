@@ -41,8 +41,23 @@ __all__ = [
     "accuracy",
     "accuracy_by_group",
     "make_classifier",
+    "make_mlp_classifier",
     "predict",
 ]
+
+
+class MLPNet(nn.Module):
+    """Flatten, Dense+ReLU per hidden width, linear head; ``hidden=()`` is a linear model."""
+
+    num_classes: int
+    hidden: Sequence[int] = (64, 64)
+
+    @nn.compact
+    def __call__(self, x):
+        h = x.reshape((x.shape[0], -1))
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        return nn.Dense(self.num_classes)(h)
 
 
 class SmallAlexNet(nn.Module):
@@ -69,12 +84,13 @@ class Classifier:
 
     Attributes:
       module: the Flax Linen network (batched); private to the models package.
-      image_shape: (H, W, C) of one input, pixels in [0, 1].
+      image_shape: shape of one input: (H, W, C) images with pixels in [0, 1] for the CNN,
+        any shape for the MLP (e.g. (2,) points of 004's Gaussian mixture).
       num_classes: number of classes.
     """
 
     module: nn.Module
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_classes: int
 
     def init(self, key: jax.Array) -> Params:
@@ -89,7 +105,7 @@ class Classifier:
             "image_shape": list(self.image_shape),
             "num_classes": self.num_classes,
             "channels": list(getattr(self.module, "channels", ())),
-            "hidden": getattr(self.module, "hidden", None),
+            "hidden": _jsonable(getattr(self.module, "hidden", None)),
         }
 
     def logits(self, params: Params, x: jax.Array) -> jax.Array:
@@ -101,6 +117,10 @@ class Classifier:
     def predict_proba(self, params: Params, x: jax.Array) -> jax.Array:
         """Class probabilities: softmax of the logits, applied exactly once."""
         return jax.nn.softmax(self.logits(params, x), axis=-1)
+
+
+def _jsonable(hidden: Any) -> Any:
+    return list(hidden) if isinstance(hidden, tuple | list) else hidden
 
 
 @functools.partial(jax.jit, static_argnames=("clf",))
@@ -139,12 +159,42 @@ def make_classifier(
     return Classifier(module, shape, int(num_classes))  # type: ignore[arg-type]
 
 
-def _check_data(clf: Classifier, images: Any, labels: Any) -> tuple[jax.Array, jax.Array]:
+def make_mlp_classifier(
+    input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (64, 64)
+) -> Classifier:
+    """An MLP classifier (004's mixture and CPU runs): flatten, ReLU layers, linear head.
+
+    Args:
+      input_shape: shape of one input, e.g. (2,) for 2-D points or (8, 8, 1) for images.
+      num_classes: number of classes (>= 2).
+      hidden: hidden widths; ``()`` gives a linear classifier z = Wx + b, whose decision
+        boundary distances are exact (:func:`vaerob_jax.robustness.linear_distance`).
+
+    Returns:
+      A :class:`Classifier` (``spec()['arch'] == 'MLPNet'``).
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"input_shape must be non-empty positive sizes, got {input_shape}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden widths must be positive ints, got {tuple(hidden)}")
+    module = MLPNet(int(num_classes), tuple(int(h) for h in hidden))
+    return Classifier(module, shape, int(num_classes))  # type: ignore[arg-type]
+
+
+def _check_inputs(clf: Classifier, images: Any) -> jax.Array:
     x = jnp.asarray(images)
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(clf.image_shape):
+    if x.ndim != len(clf.image_shape) + 1 or tuple(x.shape[1:]) != tuple(clf.image_shape):
         raise ValueError(
             f"images must have shape (N, {', '.join(map(str, clf.image_shape))}), got {x.shape}"
         )
+    return x
+
+
+def _check_data(clf: Classifier, images: Any, labels: Any) -> tuple[jax.Array, jax.Array]:
+    x = _check_inputs(clf, images)
     y = np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
@@ -169,11 +219,7 @@ def _predict_chunk(clf: Classifier, params: Params, x: jax.Array) -> jax.Array:
 
 def predict(clf: Classifier, params: Params, images: Any, batch_size: int = 256) -> np.ndarray:
     """Predicted class ids ``(N,)``, evaluated in fixed-size chunks (one compilation)."""
-    x = jnp.asarray(images)
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(clf.image_shape):
-        raise ValueError(
-            f"images must have shape (N, {', '.join(map(str, clf.image_shape))}), got {x.shape}"
-        )
+    x = _check_inputs(clf, images)
     n = x.shape[0]
     bs = max(1, min(batch_size, n))
     pad = (-n) % bs

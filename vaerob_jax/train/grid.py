@@ -201,7 +201,8 @@ def prepare_data(data: Any, image_shape: Sequence[int] | None) -> dict[str, np.n
 
     A bare array means ``{'x': data}``. Floating entries become float32 (and must be finite),
     integer and bool entries int32. ``data['x']`` is checked as images of ``image_shape``
-    (pixels in [0, 1]) when the model has one.
+    (pixels in [0, 1]) when the model has a 3-axis one, and against its shape otherwise
+    (e.g. (2,) points of a Gaussian mixture, unbounded).
     """
     if not isinstance(data, Mapping):
         data = {"x": data}
@@ -228,9 +229,14 @@ def prepare_data(data: Any, image_shape: Sequence[int] | None) -> dict[str, np.n
         raise ValueError(f"data entries must share their leading axis N, got sizes {sizes}")
     if next(iter(sizes.values())) == 0:
         raise ValueError("data holds no examples (N = 0)")
-    if "x" in out and image_shape is not None:
+    if "x" in out and image_shape is not None and len(image_shape) == 3:
         out["x"] = check_images(
             out["x"], expected_shape=image_shape, name="data['x']", batched=True
+        )
+    elif "x" in out and image_shape is not None and out["x"].shape[1:] != tuple(image_shape):
+        raise ValueError(
+            f"data['x'] must have shape (N, {', '.join(map(str, image_shape))}) for this "
+            f"model (non-image inputs), got {out['x'].shape}"
         )
     return out
 
