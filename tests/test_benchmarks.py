@@ -42,11 +42,19 @@ def _check_margins(margins: dict) -> None:
     )
 
 
+def _check_fairness(fairness: dict) -> None:
+    for case in fairness["cases"].values():
+        assert all(v > 0 for v in case["models_steps_per_s"].values())
+        assert case["ratio_grid_over_sequential"] > 0
+        assert case["grid_equals_sequential"] is True
+
+
 CHECKS = {
     "bench_attacks": _check_attacks,
     "bench_attack_strength": _check_strength,
     "bench_train": _check_train,
     "bench_margins": _check_margins,
+    "bench_fairness": _check_fairness,
 }
 
 

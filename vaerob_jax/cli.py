@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vaerob_jax.commands.train",
     "vaerob_jax.commands.subgroups",
     "vaerob_jax.commands.margins",
+    "vaerob_jax.commands.fairness",
 )
 
 

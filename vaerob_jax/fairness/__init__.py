@@ -8,11 +8,21 @@
 * :mod:`~vaerob_jax.fairness.mixtures`: seeded samplers (1-D, d-dim, the 2-D study data set),
   the exact empirical Eq. 3 objective, gradient-trained thresholds vmapped over λ, and the
   d-dimensional reduction of linear classifiers.
+* :mod:`~vaerob_jax.fairness.evaluate`: the evaluation attacks (R+FGSM, PGD on the logit
+  margin), the PGD-bisection distance bound, and per-example flags of a model stack.
 
 Training losses live in :mod:`vaerob_jax.objectives.fairness` (Eq. 3 penalty, PGD, ramp) and
 metrics in :mod:`vaerob_jax.robustness.boundary` (Eqs. 4–7 per group, parity, distances).
 """
 
+from vaerob_jax.fairness.evaluate import (
+    EvalSettings,
+    Evaluation,
+    distance_upper_bound,
+    evaluate_classifiers,
+    pgd_flips,
+    rfgsm,
+)
 from vaerob_jax.fairness.gmm import (
     REDUCES,
     b_k,
@@ -59,6 +69,12 @@ from vaerob_jax.fairness.theorems import (
 
 __all__ = [
     "REDUCES",
+    "EvalSettings",
+    "Evaluation",
+    "distance_upper_bound",
+    "evaluate_classifiers",
+    "pgd_flips",
+    "rfgsm",
     "THRESHOLD_LOSSES",
     "TheoremCheck",
     "b_k",

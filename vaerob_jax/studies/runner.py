@@ -294,5 +294,13 @@ def interrupted_message(out: Path, store: ResultStore | None, spec: GridSpec | N
     steps = checkpoint_steps(out / "train" / "checkpoints")
     if steps:
         kept.append(f"training checkpoints up to step {steps[-1]}")
+    else:  # studies training several grids keep one checkpoint folder per grid
+        folders = [f for f in sorted((out / "train").glob("**/checkpoints")) if checkpoint_steps(f)]
+        if folders:
+            latest = ", ".join(
+                f"{f.parent.relative_to(out / 'train')} step {checkpoint_steps(f)[-1]}"
+                for f in folders
+            )
+            kept.append(f"training checkpoints ({latest})")
     what = " and ".join(kept) if kept else "nothing computed yet"
     return f"interrupted: {out} keeps {what}; rerun the same command to resume from there"
