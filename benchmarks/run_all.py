@@ -1,6 +1,6 @@
 """Runs every benchmark and writes one JSON per benchmark into ``--out`` (default
 ``results/benchmarks``). ``--quick`` uses tiny shapes; the full run takes ~8 min
-on 2 CPU cores.
+on 2 CPU cores (about 9 with bench_fairness).
 
     python -m benchmarks.run_all [--quick] [--out DIR]
 """
@@ -12,7 +12,13 @@ import importlib
 import time
 from pathlib import Path
 
-BENCHMARKS = ("bench_train", "bench_attacks", "bench_attack_strength", "bench_margins")
+BENCHMARKS = (
+    "bench_train",
+    "bench_attacks",
+    "bench_attack_strength",
+    "bench_margins",
+    "bench_fairness",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
