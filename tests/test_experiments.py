@@ -8,6 +8,7 @@ import pkgutil
 import pytest
 
 import experiments
+from vaerob_jax.studies.fairness import FairnessStudyConfig, validate_fairness_config
 from vaerob_jax.studies.margins import MarginStudyConfig, validate_margin_config
 from vaerob_jax.studies.subgroups import SubgroupStudyConfig, validate_config
 
@@ -23,16 +24,21 @@ def test_experiment_module_has_a_command_and_a_valid_config(name):
         validate_config(cfg)
     elif isinstance(cfg, MarginStudyConfig):
         validate_margin_config(cfg)
+    elif isinstance(cfg, FairnessStudyConfig):
+        validate_fairness_config(cfg)
     else:
         assert isinstance(cfg, dict) and cfg  # `vaerob train` flags
 
 
 def test_all_study_presets_have_an_experiment_module():
     configs = [importlib.import_module(f"experiments.{n}").get_config() for n in MODULES]
+    from vaerob_jax.studies.fairness import FAIRNESS_PRESETS
     from vaerob_jax.studies.margins import MARGIN_PRESETS
     from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
 
-    for name, preset in {**SUBGROUP_PRESETS, **MARGIN_PRESETS}.items():
+    presets = {**SUBGROUP_PRESETS, **MARGIN_PRESETS}
+    presets.update({f"fairness/{k}": v for k, v in FAIRNESS_PRESETS.items() if k != "tiny"})
+    for name, preset in presets.items():
         if name == "tiny":
             continue  # the test-suite preset
         assert any(c == preset for c in configs), f"preset {name!r} has no experiments/ module"
