@@ -17,14 +17,13 @@ Error bars are the tables' bootstrap CIs. A figure without enough points raises 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from vaerob_jax.report.plotting import new_figure, save_figure
+from vaerob_jax.report.plotting import new_figure, rows_where, save_figure
 
 __all__ = [
     "plot_boundary_vs_eps",
@@ -38,15 +37,6 @@ __all__ = [
 
 Rows = Sequence[dict[str, Any]]
 DPI = 110
-
-
-def _sel(rows: Rows, **q: Any) -> list[dict[str, Any]]:
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(b, float | int) and not isinstance(b, bool):
-            return isinstance(a, float | int) and math.isclose(float(a), float(b), rel_tol=1e-9)
-        return a == b
-
-    return [r for r in rows if all(same(r.get(k), v) for k, v in q.items())]
 
 
 def _vals(rows: Rows, col: str) -> list[float]:
@@ -66,7 +56,7 @@ def _errbar(ax: Any, rows: Rows, x: str, label: str, **kw: Any) -> int:
 
 
 def _parts(rows: Rows, parts: Sequence[str] | None) -> list[str]:
-    present = [p for p in (parts or sorted({r["part"] for r in rows})) if _sel(rows, part=p)]
+    present = [p for p in (parts or sorted({r["part"] for r in rows})) if rows_where(rows, part=p)]
     if not present:
         raise ValueError("no rows for any part")
     return present
@@ -94,7 +84,7 @@ def plot_theory_panel(
             color="0.6",
             label="y = 1",
         )
-        for r in _sel(classifiers, K=k):
+        for r in rows_where(classifiers, K=k):
             color = colors[r["classifier"].split()[0]]
             for ax in (top, bottom):
                 ax.axvline(r["theta"], color=color, ls="--", lw=1)
@@ -117,7 +107,7 @@ def plot_theorem3(curve: Rows, path: str | os.PathLike) -> None:
     fig, axes = new_figure(1, 1, DPI)
     ax = axes[0, 0]
     for k in ks:
-        rows = sorted(_sel(curve, K=k), key=lambda r: r["lam"])
+        rows = sorted(rows_where(curve, K=k), key=lambda r: r["lam"])
         lam = [r["lam"] for r in rows]
         line = ax.plot(lam, [r["theta_closed_form"] for r in rows], label=f"K={k:g} closed form")
         ax.plot(
@@ -144,7 +134,7 @@ def plot_vs_lambda(
     fig, axes = new_figure(len(parts), 4, DPI)
     drawn = 0
     for i, part in enumerate(parts):
-        rows = _sel(summary, part=part, group="all")
+        rows = rows_where(summary, part=part, group="all")
         eps0 = _vals(rows, "eps")[0]
         for eps_star in _vals(rows, "eps_star"):
             for loss in sorted({r["loss"] for r in rows}):
@@ -153,20 +143,22 @@ def plot_vs_lambda(
                 ls = "--" if loss != "ce" else "-"
                 drawn += _errbar(
                     axes[i, 0],
-                    _sel(summary, **q, eps=eps0, error="natural", statistic="rate"),
+                    rows_where(summary, **q, eps=eps0, error="natural", statistic="rate"),
                     "lam",
                     lab,
                     ls=ls,
                 )
                 _errbar(
                     axes[i, 1],
-                    _sel(summary, **q, eps=eps0, error="natural", statistic="to_overall"),
+                    rows_where(summary, **q, eps=eps0, error="natural", statistic="to_overall"),
                     "lam",
                     lab,
                     ls=ls,
                 )
-                _errbar(axes[i, 2], _sel(dist, **q, metric="softmax_margin"), "lam", lab, ls=ls)
-                _errbar(axes[i, 3], _sel(dist, **q, metric="distance"), "lam", lab, ls=ls)
+                _errbar(
+                    axes[i, 2], rows_where(dist, **q, metric="softmax_margin"), "lam", lab, ls=ls
+                )
+                _errbar(axes[i, 3], rows_where(dist, **q, metric="distance"), "lam", lab, ls=ls)
         for j, title in enumerate(
             (
                 "natural error",
@@ -192,14 +184,14 @@ def plot_boundary_vs_eps(
     fig, axes = new_figure(1, len(parts), DPI)
     for i, part in enumerate(parts):
         ax = axes[0, i]
-        rows = _sel(
+        rows = rows_where(
             summary, part=part, eps_star=0.0, group="all", error="boundary", statistic="rate"
         )
         for loss in sorted({r["loss"] for r in rows}):
-            for lam in _vals(_sel(rows, loss=loss), "lam"):
+            for lam in _vals(rows_where(rows, loss=loss), "lam"):
                 _errbar(
                     ax,
-                    _sel(rows, loss=loss, lam=lam),
+                    rows_where(rows, loss=loss, lam=lam),
                     "eps",
                     f"λ={lam:g} {loss}",
                     ls="--" if loss != "ce" else "-",
@@ -217,7 +209,7 @@ def plot_vs_eps_star(
     parts = _parts(summary, parts)
     fig, axes = new_figure(len(parts), 2, DPI)
     for i, part in enumerate(parts):
-        rows = _sel(summary, part=part, loss="ce", group="all", error="natural")
+        rows = rows_where(summary, part=part, loss="ce", group="all", error="natural")
         if len(_vals(rows, "eps_star")) < 2:
             raise ValueError(f"{part}: fewer than two ε* values")
         eps0 = _vals(rows, "eps")[0]
@@ -225,7 +217,7 @@ def plot_vs_eps_star(
             for j, stat in enumerate(("rate", "to_overall")):
                 _errbar(
                     axes[i, j],
-                    _sel(rows, lam=lam, eps=eps0, statistic=stat),
+                    rows_where(rows, lam=lam, eps=eps0, statistic=stat),
                     "eps_star",
                     f"λ={lam:g}",
                 )
@@ -245,11 +237,16 @@ def plot_robust_vs_eps(
     fig, axes = new_figure(1, len(parts), DPI)
     for i, part in enumerate(parts):
         ax = axes[0, i]
-        rows = _sel(summary, part=part, loss="ce", group="all", error="robust", statistic="rate")
+        rows = rows_where(
+            summary, part=part, loss="ce", group="all", error="robust", statistic="rate"
+        )
         for eps_star in _vals(rows, "eps_star"):
             for lam in _vals(rows, "lam"):
                 _errbar(
-                    ax, _sel(rows, eps_star=eps_star, lam=lam), "eps", f"ε*={eps_star:g} λ={lam:g}"
+                    ax,
+                    rows_where(rows, eps_star=eps_star, lam=lam),
+                    "eps",
+                    f"ε*={eps_star:g} λ={lam:g}",
                 )
         ax.set_title(f"{part}: robust error", fontsize=8)
         ax.set_xlabel("attack ε (L∞)")
@@ -266,12 +263,12 @@ def plot_group_distances(
     fig, axes = new_figure(1, len(parts), DPI)
     for i, part in enumerate(parts):
         ax = axes[0, i]
-        rows = _sel(dist, part=part, eps_star=0.0, loss="ce", metric="distance")
+        rows = rows_where(dist, part=part, eps_star=0.0, loss="ce", metric="distance")
         if len(_vals(rows, "lam")) < 2:
             raise ValueError(f"{part}: fewer than two λ values")
         groups = sorted({r["group"] for r in rows}, key=lambda g: (g != "all", g))
         for g in groups:
-            _errbar(ax, _sel(rows, group=g), "lam", g, color="k" if g == "all" else None)
+            _errbar(ax, rows_where(rows, group=g), "lam", g, color="k" if g == "all" else None)
         ax.set_title(f"{part}: mean distance bound per group (ε* = 0)", fontsize=8)
         ax.set_xlabel("λ")
         ax.legend(fontsize=5, ncol=2)

@@ -127,6 +127,12 @@ def uniq_sorted(values: Sequence[Any]) -> list[Any]:
         return sorted(vals, key=str)
 
 
+def rows_where(rows: Sequence[Row], **query: Any) -> list[Row]:
+    """The rows whose columns equal every ``query`` value (numbers to float32 precision,
+    :func:`~vaerob_jax.sweeps.grid.same_value`); a row lacking a queried column is left out."""
+    return [r for r in rows if all(k in r and same_value(r[k], v) for k, v in query.items())]
+
+
 def select_rows(rows: list[Row], column: str, value: Any, what: str) -> tuple[list[Row], Any]:
     """Rows at one value of ``column``: ``value`` if given, else the single value present."""
     if column not in rows[0]:

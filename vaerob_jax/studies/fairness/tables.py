@@ -9,8 +9,6 @@ bootstrap_errors`; the distance means resample the same way).
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
@@ -18,6 +16,7 @@ import numpy as np
 
 from vaerob_jax import fairness as fx
 from vaerob_jax.report import figures_004 as figs
+from vaerob_jax.report.plotting import rows_where
 from vaerob_jax.robustness.boundary import bootstrap_errors
 from vaerob_jax.studies.common import stats_seed, study_key
 from vaerob_jax.studies.fairness.config import FairnessStudyConfig
@@ -231,15 +230,8 @@ def _info(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def pick(rows: Sequence[dict[str, Any]], **query: Any) -> list[dict[str, Any]]:
-    """Rows whose columns equal ``query`` (floats compared with isclose)."""
-
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(b, float | int) and not isinstance(b, bool):
-            return isinstance(a, float | int) and math.isclose(float(a), float(b), rel_tol=1e-9)
-        return a == b
-
-    return [r for r in rows if all(same(r.get(k), v) for k, v in query.items())]
+#: Rows whose columns equal the query (re-exported for the readings and tests).
+pick = rows_where
 
 
 def write_tables_and_figures(
