@@ -55,6 +55,7 @@ def test_outputs_exist_and_errors_add_up(study):
         "theorem_checks",
         "theory_classifiers",
         "theory_lambda",
+        "theory_losses",
         "fig_fig4",
         "fig_theory",
     ):
@@ -154,6 +155,9 @@ def test_claims_and_report_are_computed_from_the_tables(study):
     # every "before" is a value of the summary tables; 'held' follows from the numbers
     dist = read_csv(paths["distance_summary"], types={**TYPES, "metric": str})
     values = {round(r["value"], 12) for r in summary + dist}
+    losses = read_csv(paths["theory_losses"], types={"loss": str})
+    values |= {round(abs(r["gap_to_zero_one"]), 12) for r in losses}
+    values |= {round(r["robust"], 12) for r in losses}
     for c in claims:
         assert round(c["before"], 12) in values and round(c["after"], 12) in values
         rises = "rises" in c["claim"] or "costs" in c["claim"]
@@ -163,6 +167,24 @@ def test_claims_and_report_are_computed_from_the_tables(study):
     held = sum(bool(c["held"]) for c in kept)
     assert f"{held} of {len(kept)} claim checks" in text
     assert all(c["attack_gap"] >= 0 for c in claims)
+
+
+@pytest.mark.slow
+def test_zero_one_fair_threshold_matches_theorem3(study):
+    from vaerob_jax.fairness import lambda_critical, natural_error, theta_fair_lambda
+
+    _, paths, _ = study
+    rows = read_csv(paths["theory_losses"], types={"loss": str})
+    assert {r["loss"] for r in rows} == {"zero_one", "ramp", "logistic", "exp"}
+    for r in rows:
+        if r["loss"] == "zero_one":  # grid search of the exact empirical Eq. 3 (0/1 loss)
+            closed = float(theta_fair_lambda(r["lam"], r["K"], reduce=TINY.penalty_reduce))
+            if r["lam"] >= float(lambda_critical(r["K"], reduce=TINY.penalty_reduce)):
+                # past λ_c the minimiser is the kink θ_f: sharp, so the sample finds it
+                assert abs(r["theta"] - closed) < 0.05, (r, closed)
+            else:  # a flat minimum: the sampled minimiser's error is near the optimum's
+                assert r["natural"] - float(natural_error(closed, r["K"])) < 0.01
+        assert r["robust"] >= r["natural"] - 1e-12
 
 
 def test_count_sentence_changes_with_the_data():
@@ -232,7 +254,7 @@ def test_claim_rows_read_the_summary_direction():
         row(0.0, "boundary", "rate", 0.05),
         row(1.0, "boundary", "rate", 0.07),
     ]
-    res = FairnessResults([], [], [], [], summary, [], [], [], {})
+    res = FairnessResults([], [], [], [], [], summary, [], [], [], {})
     claims = {c["claim"]: c for c in claim_rows(cfg, res)}
     assert claims["Fig. 4: natural error rises with λ"]["held"]
     assert claims["Fig. 4: natural error rises with λ"]["cis_disjoint"]

@@ -35,7 +35,10 @@ class FairnessStudyConfig:
     Theory: ``theory_k`` the variance ratios K of Fig. 2 (μ = ∓1, balanced), ``theory_eps``
     its robust budget (unstated in 004; 0.1 [choice]), ``theory_lambdas`` the Theorem 3 curve's
     λ, ``theory_n`` points drawn per class for the gradient-fitted thresholds,
-    ``theorem_n_eps`` × ``theorem_n_k`` the (ε, K) grid per separation d of the theorem checks.
+    ``theorem_n_eps`` × ``theorem_n_k`` the (ε, K) grid per separation d of the theorem checks;
+    Fig. 8: fair thresholds of the 0/1 loss (grid search) and of the ramp, logistic and
+    exponential losses (gradient descent) on the 1-D mixture with K = ``losses_k`` at
+    ``losses_lambdas``, their robust errors at ``losses_eps`` (spec 004's prototype setting).
 
     Each grid: ``<part>_lambdas`` × ``<part>_eps_stars`` × ``seeds`` (the ramp adds λ × seeds at
     ε* = 0 on digits when ``digits_ramp``), Adam, in-training PGD with ``pgd_steps`` steps of
@@ -60,6 +63,9 @@ class FairnessStudyConfig:
     theory_lambdas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
     theory_n: int = 20000
     theorem_n_eps: int = 25
+    losses_k: float = 3.0
+    losses_lambdas: tuple[float, ...] = (0.0, 0.5)
+    losses_eps: float = 0.2
     theorem_n_k: int = 20
     # (b) 2-D Gaussian mixture, MLP 2-64-64-2, unbounded inputs
     gmm_k: float = 2.0
@@ -146,6 +152,11 @@ def validate_fairness_config(c: FairnessStudyConfig) -> None:
     if any(float(k) < 1 for k in c.theory_k):
         raise ValueError(f"theory_k (variance ratios K) must be >= 1, got {c.theory_k}")
     _nonneg("theory_lambdas", c.theory_lambdas)
+    _nonneg("losses_lambdas", c.losses_lambdas)
+    if not c.losses_k >= 1 or not 0 < c.losses_eps <= 1.0:
+        raise ValueError(
+            f"losses_k must be >= 1 and losses_eps in (0, 1], got {c.losses_k}, {c.losses_eps}"
+        )
     if not 0 < c.theory_eps <= 1.0:
         raise ValueError(f"theory_eps must lie in (0, d/2] = (0, 1], got {c.theory_eps}")
     if not c.gmm_k >= 1:

@@ -259,6 +259,9 @@ class FairnessStudy:
             "theory_n",
             "theorem_n_eps",
             "theorem_n_k",
+            "losses_k",
+            "losses_lambdas",
+            "losses_eps",
             "n_boot",
         )
         return {k: v for k, v in config.to_dict().items() if k not in skip}

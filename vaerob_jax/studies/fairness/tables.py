@@ -32,6 +32,7 @@ class FairnessResults:
 
     theory: list[dict[str, Any]]
     theory_lambda: list[dict[str, Any]]
+    theory_losses: list[dict[str, Any]]
     theorems: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     summary: list[dict[str, Any]]
@@ -80,6 +81,56 @@ def theory_tables(config: FairnessStudyConfig) -> tuple[list[dict], list[dict], 
             )
     checks = [c._asdict() for c in fx.check_all(n_eps=config.theorem_n_eps, n_k=config.theorem_n_k)]
     return classifiers, curve, checks
+
+
+def loss_thresholds(config: FairnessStudyConfig) -> list[dict[str, Any]]:
+    """Fig. 8: the fair threshold of each loss on one sample of the 1-D mixture, per λ.
+
+    0/1: the exact minimiser of the empirical Eq. 3 over a 0.0005-spaced θ grid on [μ_, μ̄];
+    ramp, logistic, exponential: :func:`~vaerob_jax.fairness.train_thresholds`. Errors are
+    the mixture's closed forms at each threshold.
+    """
+    k, eps = float(config.losses_k), float(config.losses_eps)
+    data = fx.sample_gmm_1d(study_key(config.seed, f"losses/K={k:g}"), 2 * config.theory_n, k)
+    lams = np.asarray(config.losses_lambdas, np.float32)
+    grid = jnp.linspace(-1.0, 1.0, 4001)
+    rows = []
+    thetas = {
+        "zero_one": [
+            float(
+                grid[
+                    jnp.argmin(
+                        fx.empirical_fair_objective(
+                            grid, lam, data["x"], data["label"], reduce=config.penalty_reduce
+                        )
+                    )
+                ]
+            )
+            for lam in lams.tolist()
+        ]
+    }
+    for loss in ("ramp", "logistic", "exp"):
+        fit = fx.train_thresholds(
+            data["x"], data["label"], lams, loss=loss, reduce=config.penalty_reduce
+        )
+        thetas[loss] = np.asarray(fit["theta"]).tolist()
+    for i, lam in enumerate(lams.tolist()):
+        for loss, ts in thetas.items():
+            t = ts[i]
+            rows.append(
+                {
+                    "K": k,
+                    "lam": float(lam),
+                    "loss": loss,
+                    "theta": float(t),
+                    "gap_to_zero_one": float(t - thetas["zero_one"][i]),
+                    "natural": float(fx.natural_error(t, k)),
+                    "violation": float(fx.fairness_gap(t, k)),
+                    "robust": float(fx.robust_error(t, eps, k)),
+                    "eps": eps,
+                }
+            )
+    return rows
 
 
 def _at_threshold(theta: Any, k: float, eps: float) -> dict[str, float]:
@@ -245,6 +296,8 @@ def write_tables_and_figures(
     theory, curve, checks = theory_tables(config)
     run.table("theory_classifiers", theory)
     run.table("theory_lambda", curve)
+    losses = loss_thresholds(config)
+    run.table("theory_losses", losses)
     run.table("theorem_checks", checks)
     summary, distances, dist_summary, check = grid_tables(config, parts, store)
     run.table("errors", rows)
@@ -294,5 +347,5 @@ def write_tables_and_figures(
         **kw,
     )
     return FairnessResults(
-        theory, curve, checks, rows, summary, distances, dist_summary, check, paths
+        theory, curve, losses, checks, rows, summary, distances, dist_summary, check, paths
     )
