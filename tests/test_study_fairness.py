@@ -429,3 +429,69 @@ def test_gmm_boundary_errors_match_a_brute_force_search_of_the_eps_square(study)
                 brute = np.asarray(jnp.any(jnp.argmax(moved, -1) != pred, axis=0))
                 attack = (arr["flipped_rfgsm"][i] | arr["flipped_pgd"][i]) & arr["correct"]
                 assert np.mean(brute & arr["correct"]) - np.mean(attack) <= 0.02
+
+
+def _utk_folder(root, n=48, size=12):
+    """A fake UTKFace folder: colour codes the race, so a CNN can learn it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for i in range(n):
+        race, gender, age = i % 3, (i // 3) % 2, 20 + i
+        colour = tuple(
+            int(v)
+            for v in np.clip(
+                [80 * race + 20, 100 * gender + 40, 128] + rng.normal(0, 10, 3), 0, 255
+            )
+        )
+        Image.new("RGB", (size, size), colour).save(root / f"{age}_{gender}_{race}_2017{i:04d}.jpg")
+    return root
+
+
+@pytest.mark.slow
+def test_utkface_part_trains_the_cnn_and_writes_the_tables(tmp_path):
+    from vaerob_jax.data.utkface import RACE_NAMES
+
+    folder = _utk_folder(tmp_path / "utk")
+    cfg = dataclasses.replace(
+        TINY,
+        parts=("utkface",),
+        utkface_dir=str(folder),
+        utkface_image_size=8,
+        utkface_channels=(4, 8),
+        utkface_hidden=8,
+        utkface_lambdas=(0.0, 1.0),
+        utkface_eps_stars=(0.0,),
+        utkface_eval_eps=(4 / 255,),
+        utkface_steps=5,
+        utkface_batch_size=8,
+        seeds=(0,),
+    )
+    with pytest.raises(ValueError, match=r"utkface train: group\(s\) \[3, 4\] have no examples"):
+        prepare_parts(cfg)  # races 'Indian' and 'Others' are absent: refused before training
+    for i, race in enumerate((3, 4) * 12):
+        j = i % 48
+        src = folder / f"{20 + j}_{(j // 3) % 2}_{j % 3}_2017{j:04d}.jpg"
+        (folder / f"{60 + i}_0_{race}_2018{i:04d}.jpg").write_bytes(src.read_bytes())
+    parts = prepare_parts(cfg)
+    assert parts["utkface"].group_names == RACE_NAMES
+    assert parts["utkface"].clf.spec()["arch"] == "SmallAlexNet"
+    paths = run_fairness_study(cfg, tmp_path / "out", **QUIET)
+    errors = read_csv(paths["errors"], types=TYPES)
+    assert {r["group"] for r in errors} == {"all", *RACE_NAMES}
+    assert len({r["model_id"] for r in errors}) == 2
+
+
+def test_utkface_needs_a_folder_with_parseable_files(tmp_path):
+    cfg = dataclasses.replace(TINY, parts=("utkface",))
+    with pytest.raises(ValueError, match="utkface_dir"):
+        validate_fairness_config(cfg)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no faces here")
+    with pytest.raises(ValueError, match="has a parseable name"), pytest.warns(UserWarning):
+        run_fairness_study(
+            dataclasses.replace(cfg, utkface_dir=str(empty)), tmp_path / "o", **QUIET
+        )
+    assert not (tmp_path / "o" / "train").exists()

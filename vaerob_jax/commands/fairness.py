@@ -10,6 +10,7 @@ into ``--out``. A rerun resumes.
 Example:
     $ vaerob fairness --out results/fairness
     $ vaerob fairness --out results/fairness_gmm --parts gmm2d --gmm-lambdas 0,0.5,1,2
+    $ vaerob fairness --preset utkface --utkface-dir ~/data/UTKFace --out results/utk  # GPU/TPU
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from vaerob_jax.commands import (
     add_study_flags,
     apply_flags,
+    count_or_all,
     exit_codes_epilog,
     flag_changes,
     float_list,
@@ -40,7 +42,7 @@ def _names(text: str) -> list[str]:
 
 # Flags that override a field of the preset; None (unset) keeps the preset's value.
 _OVERRIDES: dict[str, tuple[Any, str]] = {
-    "parts": (_names, "trained parts: gmm2d,digits"),
+    "parts": (_names, "trained parts: gmm2d,digits (default), utkface (needs --utkface-dir)"),
     "seeds": (int_list, "model seeds of every grid point, e.g. 0,1,2"),
     "gmm_lambdas": (float_list, "penalty weights λ of the mixture grid"),
     "gmm_eps_stars": (float_list, "adversarial-training budgets ε* of the mixture grid"),
@@ -50,6 +52,13 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "digits_eps_stars": (float_list, "adversarial-training budgets ε* of the digits grid"),
     "digits_eval_eps": (float_list, "evaluation attack budgets (L∞) on digits"),
     "digits_steps": (int, "training steps of the digits MLPs"),
+    "utkface_dir": (str, "UTKFace folder (age_gender_race_date.jpg files) for --parts utkface"),
+    "utkface_label": (str, "UTKFace label = group: race (default), age_bin or gender"),
+    "utkface_image_size": (int, "UTKFace image side (32 on CPU, 64 as in 004)"),
+    "utkface_n_train": (count_or_all, "UTKFace training images (a seeded subset), or 'all'"),
+    "utkface_lambdas": (float_list, "penalty weights λ of the UTKFace grid"),
+    "utkface_eps_stars": (float_list, "adversarial-training budgets ε* of the UTKFace grid"),
+    "utkface_steps": (int, "training steps of the UTKFace CNNs"),
     "penalty_reduce": (str, "Eq. 3's penalty over groups: sum (the paper) or mean"),
     "eval_pgd_steps": (int, "steps of the PGD evaluation attack"),
     "eval_pgd_restarts": (int, "random starts of the PGD evaluation attack"),

@@ -24,8 +24,10 @@ __all__ = [
 ]
 
 #: The study's trained parts, and the prefix of their config fields.
-DATASETS = ("gmm2d", "digits")
-PREFIX = {"gmm2d": "gmm", "digits": "digits"}
+DATASETS = ("gmm2d", "digits", "utkface")
+PREFIX = {"gmm2d": "gmm", "digits": "digits", "utkface": "utkface"}
+#: The parts of the default run (UTKFace needs a user folder and, for its CNN, an accelerator).
+DEFAULT_PARTS = ("gmm2d", "digits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,7 @@ class FairnessStudyConfig:
     halvings of [0, ``<part>_distance_max``]).
     """
 
-    parts: tuple[str, ...] = DATASETS
+    parts: tuple[str, ...] = DEFAULT_PARTS
     seeds: tuple[int, ...] = (0, 1, 2)
     seed: int = 0
     # (a) theory
@@ -88,6 +90,20 @@ class FairnessStudyConfig:
     digits_steps: int = 1500
     digits_batch_size: int = 128
     digits_distance_max: float = 0.5
+    # (d) UTKFace from a user folder (label = group = race by default), the CNN of 004
+    #     (3 conv + FC; SmallAlexNet), pixels in [0, 1]; for accelerators (preset 'utkface')
+    utkface_dir: str | None = None
+    utkface_label: str = "race"
+    utkface_image_size: int = 32
+    utkface_channels: tuple[int, ...] = (32, 64, 128)
+    utkface_hidden: int = 256
+    utkface_n_train: int | None = None
+    utkface_lambdas: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0, 2.0)
+    utkface_eps_stars: tuple[float, ...] = (0.0, 2 / 255, 4 / 255, 8 / 255)
+    utkface_eval_eps: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+    utkface_steps: int = 8000
+    utkface_batch_size: int = 128
+    utkface_distance_max: float = 0.1
     # shared training / evaluation
     learning_rate: float = 1e-3
     penalty_reduce: str = "sum"
@@ -161,6 +177,17 @@ def validate_fairness_config(c: FairnessStudyConfig) -> None:
         raise ValueError(f"theory_eps must lie in (0, d/2] = (0, 1], got {c.theory_eps}")
     if not c.gmm_k >= 1:
         raise ValueError(f"gmm_k must be >= 1, got {c.gmm_k}")
+    if "utkface" in c.parts:
+        from vaerob_jax.data.utkface import LABEL_FIELDS
+
+        if not c.utkface_dir:
+            raise ValueError("utkface_dir: the UTKFace part needs the folder of its images")
+        if c.utkface_label not in LABEL_FIELDS:
+            raise ValueError(f"utkface_label must be one of {list(LABEL_FIELDS)}")
+        if c.utkface_image_size < 8 or any(int(ch) < 1 for ch in c.utkface_channels):
+            raise ValueError("utkface_image_size must be >= 8 and utkface_channels positive")
+        if c.utkface_n_train is not None and c.utkface_n_train < 1:
+            raise ValueError(f"utkface_n_train must be >= 1 or None, got {c.utkface_n_train}")
     for part in DATASETS:
         pre = PREFIX[part]
         _nonneg(f"{pre}_lambdas", c.lambdas(part))
@@ -171,7 +198,8 @@ def validate_fairness_config(c: FairnessStudyConfig) -> None:
                 raise ValueError(f"{pre}_{f} must be >= 1, got {c.of(part, f)}")
         if not c.of(part, "distance_max") > 0:
             raise ValueError(f"{pre}_distance_max must be > 0, got {c.of(part, 'distance_max')}")
-        if any(int(h) < 1 for h in c.of(part, "hidden")):
+        hidden = c.of(part, "hidden")
+        if any(int(h) < 1 for h in (hidden if isinstance(hidden, tuple) else (hidden,))):
             raise ValueError(f"{pre}_hidden widths must be >= 1, got {c.of(part, 'hidden')}")
     for f in (
         "theory_n",
@@ -204,6 +232,9 @@ def validate_fairness_config(c: FairnessStudyConfig) -> None:
 
 FAIRNESS_PRESETS: dict[str, FairnessStudyConfig] = {
     "default": FairnessStudyConfig(),
+    # 004 §6 on UTKFace (ethnicity task; the folder defaults to data/UTKFace, --utkface-dir
+    # names another): for GPU/TPU machines.
+    "utkface": FairnessStudyConfig(parts=("utkface",), utkface_dir="data/UTKFace"),
     "tiny": FairnessStudyConfig(
         seeds=(0, 1),
         theory_k=(5.0,),

@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax.data import load_digits_dataset
+from vaerob_jax.data.utkface import LABEL_FIELDS, load_utkface
 from vaerob_jax.fairness import make_gmm2d
 from vaerob_jax.fairness.evaluate import EvalSettings, evaluate_classifiers
-from vaerob_jax.models import make_mlp_classifier
+from vaerob_jax.models import make_classifier, make_mlp_classifier
 from vaerob_jax.objectives.fairness import (
     check_saturated_groups,
     fair_robust_loss,
@@ -117,17 +118,29 @@ def _data(config: FairnessStudyConfig, part: str) -> tuple[dict, dict, tuple[str
     if part == "gmm2d":
         train = make_gmm2d(study_key(config.seed, "gmm2d/train"), config.gmm_n_train, config.gmm_k)
         test = make_gmm2d(study_key(config.seed, "gmm2d/test"), config.gmm_n_test, config.gmm_k)
-        names = ("class 0 (sd 1)", f"class 1 (sd {config.gmm_k:g})")
+        gmm_names = ("class 0 (sd 1)", f"class 1 (sd {config.gmm_k:g})")
         as_np = {
             k: {n: np.asarray(v) for n, v in d.items()} for k, d in (("tr", train), ("te", test))
         }
-        return as_np["tr"], as_np["te"], names, None
+        return as_np["tr"], as_np["te"], gmm_names, None
     out = []
+    names: tuple[str, ...] = tuple(str(i) for i in range(10))
     for split in ("train", "test"):
-        raw = load_digits_dataset(split, image_size=config.digits_image_size, seed=config.seed)
+        if part == "digits":
+            raw = load_digits_dataset(split, image_size=config.digits_image_size, seed=config.seed)
+        else:  # utkface: label = group (race by default), a seeded split of the user's folder
+            raw = load_utkface(
+                split,
+                image_size=config.utkface_image_size,
+                limit=config.utkface_n_train if split == "train" else None,
+                seed=config.seed,
+                data_dir=config.utkface_dir,
+                label=config.utkface_label,
+            )
+            names = tuple(LABEL_FIELDS[config.utkface_label])
         y = np.asarray(raw.labels, np.int32)
         out.append({"x": np.asarray(raw.images, np.float32), "label": y, "group": y.copy()})
-    return out[0], out[1], tuple(str(i) for i in range(10)), (0.0, 1.0)
+    return out[0], out[1], names, (0.0, 1.0)
 
 
 def prepare_parts(config: FairnessStudyConfig) -> dict[str, Part]:
@@ -141,8 +154,12 @@ def prepare_parts(config: FairnessStudyConfig) -> dict[str, Part]:
             validate_fairness_data(
                 d["label"], d["group"], num_classes, len(names), name=f"{name} {split}"
             )
-        hidden = config.of(name, "hidden")
-        clf = make_mlp_classifier(train["x"].shape[1:], num_classes, hidden)
+        if name == "utkface":  # 004's CNN: 3 conv stages + dense layers
+            clf = make_classifier(
+                train["x"].shape[1:], num_classes, config.utkface_channels, config.utkface_hidden
+            )
+        else:
+            clf = make_mlp_classifier(train["x"].shape[1:], num_classes, config.of(name, "hidden"))
         grid, models = _grid(config, name)
         steps = int(config.of(name, "steps"))
         warmup = int(round(config.ramp_warmup_share * steps))
@@ -172,6 +189,7 @@ def prepare_parts(config: FairnessStudyConfig) -> dict[str, Part]:
             "box": box,
             "distance_halvings": config.distance_halvings,
             "distance_steps": config.distance_steps,
+            "chunk": 256 if name == "utkface" else 2048,  # conv activations per call
         }
         parts[name] = Part(
             name=name,
@@ -189,8 +207,9 @@ def prepare_parts(config: FairnessStudyConfig) -> dict[str, Part]:
                 checkpoint_every=max(1, steps // 4),
                 log_every=max(1, steps // 50),
                 # MLPs: one vmapped program over the grid (the CPU default 'sequential' is for
-                # convs, where XLA's grouped convolutions are slow; here it is ~20x slower).
-                model_axis="vmap",
+                # convs, where XLA's grouped convolutions are slow; for MLPs it is ~20x slower).
+                # The CNN keeps 'auto': one model at a time on CPU, vmapped on accelerators.
+                model_axis="auto" if name == "utkface" else "vmap",
                 # Uniform minibatches with replacement: the epoch sampler's per-step
                 # permutation of N (a vmapped sort over K models) cost 0.85 s of a 0.89 s step
                 # for 45 models on N = 20,000 (2-core CPU); with replacement, 0.04 s.
@@ -327,33 +346,14 @@ class FairnessStudy:
                 ks = [where[c["model"]][1] for c in cells if where[c["model"]][0] == name]
                 if not ks:
                     continue
-                idx = jnp.asarray(ks)
-                params = jax.tree.map(lambda a, i=idx: a[i], trained[name])
-                # One key for every model: paired attack randomness across the grid.
+                # One key for every model: paired attack randomness across the grid. CNNs on CPU
+                # go one model per program (vmapped convolutions are grouped ones: slow, and
+                # their evaluation ran out of memory in spec 004's prototype).
                 key = study_key(config.seed, f"eval/{name}")
                 x, y = part.test["x"], part.test["label"]
-                ev = evaluate_classifiers(part.clf, params, x, y, key, part.eval_settings)
-                chk = evaluate_classifiers(part.clf, params, x, y, key, part.check_settings)
-                for j, k in enumerate(ks):
-                    flags = {
-                        "correct": ev.correct[j],
-                        "rfgsm": ev.flipped["rfgsm"][j],
-                        "pgd": ev.flipped["pgd"][j],
-                        "worst": ev.flipped["worst"][j],
-                        "worst_check": chk.flipped["worst"][j] | ev.flipped["worst"][j],
-                    }
-                    assert ev.distance is not None and ev.distance_censored is not None
-                    arrays = {
-                        "correct": flags["correct"],
-                        "flipped_rfgsm": flags["rfgsm"],
-                        "flipped_pgd": flags["pgd"],
-                        "flipped_check": chk.flipped["pgd"][j],
-                        "softmax_margin": ev.softmax_margin[j],
-                        "logit_margin": ev.logit_margin[j],
-                        "distance": ev.distance[j],
-                        "distance_censored": ev.distance_censored[j],
-                    }
-                    results[part.cell_id(k)] = (cell_rows(part, k, flags, ev.eps), arrays)
+                conv_on_cpu = name == "utkface" and jax.default_backend() == "cpu"
+                for group in [[k] for k in ks] if conv_on_cpu else [ks]:
+                    self._evaluate(part, trained[name], group, x, y, key, results)
             return [results[c["model"]] for c in cells]
 
         return CellPlan(
@@ -363,6 +363,36 @@ class FairnessStudy:
             params_digest=lambda cell: digests[where[cell["model"]][0]][where[cell["model"]][1]],
             finite=ERROR_FINITE,
         )
+
+    @staticmethod
+    def _evaluate(
+        part: Part, stack: Any, ks: list[int], x: Any, y: Any, key: Any, results: dict[str, Any]
+    ) -> None:
+        """Evaluates models ``ks`` of a part's stack in one program; adds their cell results."""
+        idx = jnp.asarray(ks)
+        params = jax.tree.map(lambda a, i=idx: a[i], stack)
+        ev = evaluate_classifiers(part.clf, params, x, y, key, part.eval_settings)
+        chk = evaluate_classifiers(part.clf, params, x, y, key, part.check_settings)
+        for j, k in enumerate(ks):
+            flags = {
+                "correct": ev.correct[j],
+                "rfgsm": ev.flipped["rfgsm"][j],
+                "pgd": ev.flipped["pgd"][j],
+                "worst": ev.flipped["worst"][j],
+                "worst_check": chk.flipped["worst"][j] | ev.flipped["worst"][j],
+            }
+            assert ev.distance is not None and ev.distance_censored is not None
+            arrays = {
+                "correct": flags["correct"],
+                "flipped_rfgsm": flags["rfgsm"],
+                "flipped_pgd": flags["pgd"],
+                "flipped_check": chk.flipped["pgd"][j],
+                "softmax_margin": ev.softmax_margin[j],
+                "logit_margin": ev.logit_margin[j],
+                "distance": ev.distance[j],
+                "distance_censored": ev.distance_censored[j],
+            }
+            results[part.cell_id(k)] = (cell_rows(part, k, flags, ev.eps), arrays)
 
     def outputs(
         self,
