@@ -400,35 +400,24 @@ def test_gmm_boundary_errors_match_a_brute_force_search_of_the_eps_square(study)
     import jax
     import jax.numpy as jnp
 
-    from vaerob_jax.studies.common import study_key
-    from vaerob_jax.train import train_grid
+    from vaerob_jax.studies.fairness.study import train_part
 
     out, _, _ = study
     part = prepare_parts(TINY)["gmm2d"]
     g = np.linspace(-1.0, 1.0, 31)
     offsets = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
     x = jnp.asarray(part.test["x"])
-    for kind, idx in part.subgrids().items():
-        res = train_grid(
-            part.clf,
-            part.losses[kind],
-            part.train,
-            part.subgrid(kind),
-            part.train_config,
-            study_key(TINY.seed, "train/gmm2d"),
-            workdir=out / "train" / "gmm2d" / kind,
-            progress=False,
-        )
-        assert res.resumed_from == TINY.gmm_steps  # loaded, not retrained
-        for j, k in enumerate(idx):
-            p = jax.tree.map(lambda a, j=j: a[j], res.params)
-            pred = jnp.argmax(part.clf.logits(p, x), -1)
-            arr = _arrays(out, part.cell_id(int(k)))
-            for i, e in enumerate(TINY.gmm_eval_eps):
-                moved = jax.vmap(lambda o, p=p, e=e: part.clf.logits(p, x + e * o))(offsets)
-                brute = np.asarray(jnp.any(jnp.argmax(moved, -1) != pred, axis=0))
-                attack = (arr["flipped_rfgsm"][i] | arr["flipped_pgd"][i]) & arr["correct"]
-                assert np.mean(brute & arr["correct"]) - np.mean(attack) <= 0.02
+    stack, results = train_part(TINY, part, out / "train", progress=False)
+    assert all(r.resumed_from == TINY.gmm_steps for r in results.values())  # loaded, not retrained
+    for k in range(len(part.models)):
+        p = jax.tree.map(lambda a, k=k: a[k], stack)
+        pred = jnp.argmax(part.clf.logits(p, x), -1)
+        arr = _arrays(out, part.cell_id(int(k)))
+        for i, e in enumerate(TINY.gmm_eval_eps):
+            moved = jax.vmap(lambda o, p=p, e=e: part.clf.logits(p, x + e * o))(offsets)
+            brute = np.asarray(jnp.any(jnp.argmax(moved, -1) != pred, axis=0))
+            attack = (arr["flipped_rfgsm"][i] | arr["flipped_pgd"][i]) & arr["correct"]
+            assert np.mean(brute & arr["correct"]) - np.mean(attack) <= 0.02
 
 
 def _utk_folder(root, n=48, size=12):

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -46,7 +47,7 @@ from vaerob_jax.studies.runner import CellPlan, StudyRun
 from vaerob_jax.sweeps import GridSpec, ResultStore, stack_digests
 from vaerob_jax.train import TrainConfig, train_grid
 
-__all__ = ["ERROR_FINITE", "FairnessStudy", "Part", "prepare_parts"]
+__all__ = ["ERROR_FINITE", "FairnessStudy", "Part", "prepare_parts", "train_part"]
 
 #: errors.csv columns a cell must hold finite values in to be stored as done.
 ERROR_FINITE = ("natural", "boundary", "robust")
@@ -74,6 +75,16 @@ class Part:
 
     def cell_id(self, k: int) -> str:
         return f"{self.name}-{k:03d}"
+
+    def model_info(self, k: int) -> dict[str, Any]:
+        """The table columns naming model k: λ, ε*, loss and seed."""
+        m = self.models[k]
+        return {
+            "lam": float(m["lam"]),
+            "eps_star": float(m["eps_star"]),
+            "loss": m["loss"],
+            "seed": int(m["seed"]),
+        }
 
     def subgrids(self) -> dict[str, np.ndarray]:
         """Model indices trained by each loss: 'clean' (ε* = 0) and 'adversarial' (ε* > 0)."""
@@ -232,9 +243,38 @@ def prepare_parts(config: FairnessStudyConfig) -> dict[str, Part]:
     return parts
 
 
+def train_part(
+    config: FairnessStudyConfig, part: Part, train_dir: Path, progress: bool = True
+) -> tuple[Any, dict[str, Any]]:
+    """Trains (or loads) a part's models: one vmapped program per loss ('clean': ε* = 0,
+    'adversarial'), resumable from ``train_dir/<part>/<kind>``.
+
+    Returns:
+      The params of every model stacked in the part's model order, and the
+      :class:`~vaerob_jax.train.TrainResult` of each kind.
+    """
+    stacks, order, results = [], [], {}
+    for kind, idx in part.subgrids().items():
+        results[kind] = train_grid(
+            part.clf,
+            part.losses[kind],
+            part.train,
+            part.subgrid(kind),
+            part.train_config,
+            study_key(config.seed, f"train/{part.name}"),
+            workdir=train_dir / part.name / kind,
+            progress=progress,
+        )
+        stacks.append(results[kind].params)
+        order.append(idx)
+    inverse = np.argsort(np.concatenate(order))
+    params = jax.tree.map(lambda *leaves: jnp.concatenate(leaves)[inverse], *stacks)
+    return params, results
+
+
 def cell_rows(part: Part, k: int, flags: dict[str, np.ndarray], eps: np.ndarray) -> list[dict]:
     """errors.csv rows of model k: per attack × ε × group (``'all'`` first)."""
-    info = {key: v for key, v in part.models[k].items() if key != "model"}
+    info = part.model_info(k)
     rows = []
     groups = part.test["group"]
     for attack in CELL_ATTACKS:
@@ -295,30 +335,16 @@ class FairnessStudy:
         return parts
 
     def train(self, config: FairnessStudyConfig, inputs: dict[str, Part], run: StudyRun) -> Any:
-        """Per part, one vmapped program per loss ('clean', 'adversarial'), resumable from
-        ``train/<part>/<kind>``; returns part -> params stacked in the part's model order."""
+        """Per part, :func:`train_part` into ``train/<part>``; returns part -> params stacked
+        in the part's model order."""
         trained: dict[str, Any] = {}
         for name, part in inputs.items():
-            stacks, order = [], []
+            trained[name], results = train_part(config, part, run.out / "train", run.progress)
             for kind, idx in part.subgrids().items():
-                res = train_grid(
-                    part.clf,
-                    part.losses[kind],
-                    part.train,
-                    part.subgrid(kind),
-                    part.train_config,
-                    study_key(config.seed, f"train/{name}"),
-                    workdir=run.out / "train" / name / kind,
-                    progress=run.progress,
+                self._check_saturated(part, idx, results[kind], run)
+                run.log(
+                    f"{name}/{kind}: {idx.size} models trained ({results[kind].elapsed_s:.0f}s)"
                 )
-                self._check_saturated(part, idx, res, run)
-                stacks.append(res.params)
-                order.append(idx)
-                run.log(f"{name}/{kind}: {idx.size} models trained ({res.elapsed_s:.0f}s)")
-            inverse = np.argsort(np.concatenate(order))
-            trained[name] = jax.tree.map(
-                lambda *leaves, inv=inverse: jnp.concatenate(leaves)[inv], *stacks
-            )
         return trained
 
     @staticmethod

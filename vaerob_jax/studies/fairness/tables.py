@@ -202,8 +202,8 @@ def grid_tables(
         groups = part.test["group"]
         names = list(part.group_names)
         eps = np.asarray(config.eval_eps(part.name), float)
-        for k, (m, a) in enumerate(zip(part.models, arrays, strict=True)):
-            info = {"part": part.name, "model_id": part.cell_id(k), **_info(m)}
+        for k, a in enumerate(arrays):
+            info = {"part": part.name, "model_id": part.cell_id(k), **part.model_info(k)}
             for g, label in [(-1, "all"), *enumerate(names)]:
                 sel = np.ones_like(groups, bool) if g < 0 else groups == g
                 dist = a["distance"][sel]
@@ -270,15 +270,6 @@ def grid_tables(
                         }
                     )
     return summary, distances, dist_summary, check
-
-
-def _info(m: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "lam": float(m["lam"]),
-        "eps_star": float(m["eps_star"]),
-        "loss": m["loss"],
-        "seed": m["seed"],
-    }
 
 
 #: Rows whose columns equal the query (re-exported for the readings and tests).
