@@ -64,7 +64,17 @@ def project_l2_box(v: jax.Array, a: jax.Array, b: jax.Array, eps: jax.Array) -> 
     """Exact Euclidean projection of v onto {‖δ‖₂ ≤ eps} ∩ {a ≤ δ ≤ b}, a ≤ 0 ≤ b.
 
     See the module docstring for the derivation (clip(t·v) with t found by bisection).
+    The bisection runs on flat vectors: vmapped over (N, H, W, 1) images, XLA's CPU
+    reductions over a trailing size-1 axis were ~20x slower per image than over (N, H·W)
+    (521 vs 28 µs per image at N = 64, 32×32×1, 40 halvings), which made the whole batched
+    L2 attack ~15x slower.
     """
+    shape = v.shape
+    v, a, b = (jnp.broadcast_to(t, shape).reshape(-1) for t in (v, a, b))
+    return _project_l2_box_flat(v, a, b, eps).reshape(shape)
+
+
+def _project_l2_box_flat(v: jax.Array, a: jax.Array, b: jax.Array, eps: jax.Array) -> jax.Array:
     clipped = jnp.clip(v, a, b)
     inside = norm_of(clipped, "l2") <= eps
 
