@@ -35,6 +35,7 @@ from vaerob_jax.attacks.objectives import (
 from vaerob_jax.attacks.pgd import PGD_RULES, pgd
 from vaerob_jax.attacks.steps import RULES, adam_rule, lbfgs_rule, sign_rule
 from vaerob_jax.attacks.targeted import (
+    code_distance_objective,
     dlgm_latent_objective,
     lambda_grid,
     latent_objective,
@@ -60,6 +61,7 @@ __all__ = [
     "Threat",
     "adam_rule",
     "ball",
+    "code_distance_objective",
     "dlgm_latent_objective",
     "exact_norm",
     "lambda_grid",

@@ -50,6 +50,7 @@ __all__ = [
     "LAYER_DISTS",
     "PENALTIES",
     "attack_record",
+    "code_distance_objective",
     "dlgm_latent_objective",
     "lambda_grid",
     "latent_objective",
@@ -117,6 +118,28 @@ def latent_objective(model: Any) -> Objective:
         return -_kl(model.posterior(params, x_adv), model.posterior(params, x_t))
 
     return _tag(objective, model, "latent_objective")
+
+
+def code_distance_objective(model: Any) -> Objective:
+    """Eq. 12 of 003: −‖z(x+d) − z(x_t)‖₂ with z = ``model.embed`` (the code of a deterministic
+    autoencoder, the posterior mean of a VAE), target side ``stop_gradient``.
+
+    003 bounds ‖d‖₂ ≤ λ (a ball threat, ``attacks.ball('l2')``) instead of penalising it; the
+    attack maximises this value, so the paper's "attack loss" is its negative. The norm is
+    ``safe_norm`` (finite gradient where the code already equals the target's). For VAEs,
+    002's KL form is :func:`latent_objective`.
+    """
+    from vaerob_jax.attacks.objectives import safe_norm
+
+    def objective(params, inputs, delta, key):
+        del key
+        x_adv, x_t = _images(model, inputs, delta)
+        z_t = jax.lax.stop_gradient(model.embed(params, x_t))
+        return -safe_norm(model.embed(params, x_adv) - z_t)
+
+    tagged = _tag(objective, model, "code_distance_objective")
+    tagged.requires = ("x", "target")
+    return tagged
 
 
 def dlgm_latent_objective(model: Any) -> Objective:

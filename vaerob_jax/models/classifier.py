@@ -53,11 +53,11 @@ class MLPNet(nn.Module):
     hidden: Sequence[int] = (64, 64)
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, features: bool = False):
         h = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             h = nn.relu(nn.Dense(width)(h))
-        return nn.Dense(self.num_classes)(h)
+        return h if features else nn.Dense(self.num_classes)(h)
 
 
 class SmallAlexNet(nn.Module):
@@ -68,14 +68,14 @@ class SmallAlexNet(nn.Module):
     hidden: int = 256
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, features: bool = False):
         h = x
         for ch in self.channels:
             h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME")(h))
             h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")
         h = h.reshape((h.shape[0], -1))
         h = nn.relu(nn.Dense(self.hidden)(h))
-        return nn.Dense(self.num_classes)(h)
+        return h if features else nn.Dense(self.num_classes)(h)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +112,13 @@ class Classifier:
         """Class logits, ``(num_classes,)`` for one image or ``(N, num_classes)`` for a batch."""
         xb, single = as_batch(x, self.image_shape)
         out: jax.Array = self.module.apply({"params": params}, xb)  # type: ignore[assignment]
+        return out[0] if single else out
+
+    def features(self, params: Params, x: jax.Array) -> jax.Array:
+        """The penultimate activations (the input of the linear head), one row per input; the
+        feature space of 003's FD-clf (:func:`vaerob_jax.robustness.frechet_distance`)."""
+        xb, single = as_batch(x, self.image_shape)
+        out: jax.Array = self.module.apply({"params": params}, xb, features=True)  # type: ignore[assignment]
         return out[0] if single else out
 
     def predict_proba(self, params: Params, x: jax.Array) -> jax.Array:
