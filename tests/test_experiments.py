@@ -8,6 +8,7 @@ import pkgutil
 import pytest
 
 import experiments
+from vaerob_jax.studies.dae import DAEStudyConfig, validate_dae_config
 from vaerob_jax.studies.fairness import FairnessStudyConfig, validate_fairness_config
 from vaerob_jax.studies.margins import MarginStudyConfig, validate_margin_config
 from vaerob_jax.studies.subgroups import SubgroupStudyConfig, validate_config
@@ -26,18 +27,22 @@ def test_experiment_module_has_a_command_and_a_valid_config(name):
         validate_margin_config(cfg)
     elif isinstance(cfg, FairnessStudyConfig):
         validate_fairness_config(cfg)
+    elif isinstance(cfg, DAEStudyConfig):
+        validate_dae_config(cfg)
     else:
         assert isinstance(cfg, dict) and cfg  # `vaerob train` flags
 
 
 def test_all_study_presets_have_an_experiment_module():
     configs = [importlib.import_module(f"experiments.{n}").get_config() for n in MODULES]
+    from vaerob_jax.studies.dae import DAE_PRESETS
     from vaerob_jax.studies.fairness import FAIRNESS_PRESETS
     from vaerob_jax.studies.margins import MARGIN_PRESETS
     from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
 
     presets = {**SUBGROUP_PRESETS, **MARGIN_PRESETS}
     presets.update({f"fairness/{k}": v for k, v in FAIRNESS_PRESETS.items() if k != "tiny"})
+    presets.update({f"dae/{k}": v for k, v in DAE_PRESETS.items() if k != "tiny"})
     for name, preset in presets.items():
         if name == "tiny":
             continue  # the test-suite preset

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vaerob_jax.commands.subgroups",
     "vaerob_jax.commands.margins",
     "vaerob_jax.commands.fairness",
+    "vaerob_jax.commands.dae",
 )
 
 
