@@ -53,16 +53,14 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import compiled_flops, matmul_peak_gflops
+from benchmarks.common import grid_step_flops, matmul_peak_gflops
 from vaerob_jax.data import load_digits_dataset
 from vaerob_jax.fairness import make_gmm2d
 from vaerob_jax.models import make_mlp_classifier
 from vaerob_jax.objectives.fairness import fair_robust_loss
 from vaerob_jax.train import TrainConfig, make_grid, train_grid
-from vaerob_jax.train.steps import init_program, step_program, step_settings
 
 PGD_STEPS = 5
 LEARNING_RATE = 1e-3
@@ -153,33 +151,6 @@ def _data(case: Case) -> dict[str, np.ndarray]:
     }
 
 
-def _flops_per_step(model: Any, loss: Any, data: dict, config: TrainConfig, k: int) -> float | None:
-    """XLA's FLOP estimate for one vmapped grid step with K models (None if unavailable)."""
-    try:
-        key = jax.random.key(0)
-        settings = step_settings(config)
-        one = jax.eval_shape(init_program(model, settings), key)
-        params, opt_state = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct((k, *a.shape), a.dtype), one
-        )
-        keys = jax.random.split(key, k)
-        program = step_program(loss, settings).run
-        lowered = program.lower(  # type: ignore[attr-defined]
-            params,
-            opt_state,
-            {n: jnp.asarray(v) for n, v in data.items()},
-            keys,
-            keys,
-            {n: jnp.zeros((k,), jnp.float32) for n in loss.hyperparameters},
-            jnp.full((k,), config.learning_rate, jnp.float32),
-            jnp.int32(0),
-        )
-        flops = compiled_flops(lowered.compile())
-        return None if np.isnan(flops) else flops
-    except Exception:  # the estimate is optional
-        return None
-
-
 def _timed(fn) -> tuple[float, Any]:
     t0 = time.perf_counter()
     res = fn()
@@ -253,7 +224,7 @@ def run_case(case: Case, steps: int | None, rounds: int) -> dict[str, Any]:
     timed_eps0 = _compare(grid_res, seq_res, eps0)
 
     tput = {"grid": k * steps / t_grid, "sequential": k * steps / t_seq}
-    flops = _flops_per_step(clf, loss, data, config, k)
+    flops = grid_step_flops(clf, loss, data, config, k)
     return {
         "input_shape": list(case.input_shape),
         "hidden": list(case.hidden),

@@ -39,3 +39,32 @@ def compiled_flops(compiled: Any) -> float:
     if isinstance(cost, list | tuple):
         cost = cost[0] if cost else {}
     return float((cost or {}).get("flops", float("nan")))
+
+
+def grid_step_flops(model: Any, loss: Any, data: dict, config: Any, k: int) -> float | None:
+    """XLA's FLOP estimate for one vmapped grid step with K models (None if unavailable)."""
+    from vaerob_jax.train.steps import init_program, step_program, step_settings
+
+    try:
+        key = jax.random.key(0)
+        settings = step_settings(config)
+        one = jax.eval_shape(init_program(model, settings), key)
+        params, opt_state = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((k, *a.shape), a.dtype), one
+        )
+        keys = jax.random.split(key, k)
+        program = step_program(loss, settings).run
+        lowered = program.lower(  # type: ignore[attr-defined]
+            params,
+            opt_state,
+            {n: jnp.asarray(v) for n, v in data.items()},
+            keys,
+            keys,
+            {n: jnp.zeros((k,), jnp.float32) for n in loss.hyperparameters},
+            jnp.full((k,), config.learning_rate, jnp.float32),
+            jnp.int32(0),
+        )
+        flops = compiled_flops(lowered.compile())
+        return None if np.isnan(flops) else flops
+    except Exception:  # the estimate is optional
+        return None

@@ -1,6 +1,6 @@
 """Runs every benchmark and writes one JSON per benchmark into ``--out`` (default
 ``results/benchmarks``). ``--quick`` uses tiny shapes; the full run takes ~8 min
-on 2 CPU cores (about 9 with bench_fairness).
+on 2 CPU cores (about 9 with bench_fairness, about 11-12 with bench_dae).
 
     python -m benchmarks.run_all [--quick] [--out DIR]
 """
@@ -18,6 +18,7 @@ BENCHMARKS = (
     "bench_attack_strength",
     "bench_margins",
     "bench_fairness",
+    "bench_dae",
 )
 
 

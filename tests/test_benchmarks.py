@@ -49,12 +49,24 @@ def _check_fairness(fairness: dict) -> None:
         assert case["grid_equals_sequential"] is True
 
 
+def _check_dae(dae: dict) -> None:
+    train, attack = dae["training"], dae["attack"]
+    assert all(v > 0 for v in train["models_steps_per_s"].values())
+    assert train["ratio_grid_over_sequential"] > 0
+    assert train["grid_equals_sequential"] is True
+    assert all(v > 0 for v in attack["image_steps_per_s"].values())
+    assert attack["ratio_batched_over_per_image"] > 0
+    assert attack["per_image_equals_batched"] is True
+    assert attack["equality_check"]["examples_compared"] > 0
+
+
 CHECKS = {
     "bench_attacks": _check_attacks,
     "bench_attack_strength": _check_strength,
     "bench_train": _check_train,
     "bench_margins": _check_margins,
     "bench_fairness": _check_fairness,
+    "bench_dae": _check_dae,
 }
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
     "ALL",
     "EXIT_CODES",
     "add_study_flags",
+    "add_study_parser",
     "apply_flags",
     "count_or_all",
     "exit_codes_epilog",
@@ -23,6 +25,7 @@ __all__ = [
     "flag_changes",
     "int_list",
     "run_reporting_errors",
+    "run_study_command",
 ]
 
 T = TypeVar("T")
@@ -165,3 +168,49 @@ def run_reporting_errors(command: str, fn: Callable[[], T]) -> tuple[int, T | No
     except (ValueError, DatasetNotPreparedError, FingerprintMismatchError) as err:
         print(f"vaerob {command}: error: {err}", file=sys.stderr)
         return 2, None
+
+
+def add_study_parser(
+    subparsers: Any,
+    name: str,
+    help_text: str,
+    doc: str,
+    presets: Mapping[str, Any],
+    default_preset: str,
+    overrides: dict[str, tuple[Any, str]],
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """A study subcommand: ``--out``, ``--preset`` (one of ``presets``), one flag per
+    overridable config field, ``--fresh`` and ``--quiet``; the module docstring's first
+    paragraph is its description."""
+    p = subparsers.add_parser(
+        name, help=help_text, description=doc.split("\n\n")[0], epilog=exit_codes_epilog()
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder (resumed if present)")
+    p.add_argument("--preset", choices=sorted(presets), default=default_preset)
+    add_study_flags(p, overrides)
+    p.set_defaults(func=func)
+    return p
+
+
+def run_study_command(
+    name: str,
+    args: argparse.Namespace,
+    build_config: Callable[[argparse.Namespace], Any],
+    validate: Callable[[Any], None],
+    run_fn: Callable[..., dict[str, Path]],
+    shown: Sequence[str] = ("report",),
+) -> int:
+    """Builds and validates the config, runs the study into ``args.out`` and prints the
+    artefacts named in ``shown``; errors exit with the codes of :data:`EXIT_CODES`."""
+
+    def study() -> dict[str, Path]:
+        config = build_config(args)
+        validate(config)
+        return run_fn(config, args.out, fresh=args.fresh, progress=not args.quiet)
+
+    code, paths = run_reporting_errors(name, study)
+    if paths is not None:
+        for key in shown:
+            print(f"{key}: {paths[key]}")
+    return code

@@ -15,17 +15,15 @@ Example:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from vaerob_jax.commands import (
-    add_study_flags,
+    add_study_parser,
     apply_flags,
     count_or_all,
-    exit_codes_epilog,
     flag_changes,
     float_list,
-    run_reporting_errors,
+    run_study_command,
 )
 
 __all__ = ["build_config", "register", "run"]
@@ -73,17 +71,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``dae`` subcommand to an argparse ``subparsers`` object."""
     from vaerob_jax.studies.dae import DAE_PRESETS
 
-    p = subparsers.add_parser(
+    return add_study_parser(
+        subparsers,
         "dae",
-        help="robust GMM-regularised autoencoders (003): latent / max-damage attacks, MS-SSIM",
-        description=__doc__.split("\n\n")[0],
-        epilog=exit_codes_epilog(),
+        "robust GMM-regularised autoencoders (003): latent / max-damage attacks, MS-SSIM",
+        __doc__,
+        DAE_PRESETS,
+        "default",
+        _OVERRIDES,
+        run,
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder (resumed if present)")
-    p.add_argument("--preset", choices=sorted(DAE_PRESETS), default="default")
-    add_study_flags(p, _OVERRIDES)
-    p.set_defaults(func=run)
-    return p
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -97,13 +94,6 @@ def run(args: argparse.Namespace) -> int:
     """Runs the study; errors exit with the codes of ``EXIT_CODES`` and one message."""
     from vaerob_jax.studies.dae import run_dae_study, validate_dae_config
 
-    def study() -> dict[str, Path]:
-        config = build_config(args)
-        validate_dae_config(config)
-        return run_dae_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
-
-    code, paths = run_reporting_errors("dae", study)
-    if paths is not None:
-        print(f"report: {paths['report']}")
-        print(f"claims: {paths['claims']}")
-    return code
+    return run_study_command(
+        "dae", args, build_config, validate_dae_config, run_dae_study, ("report", "claims")
+    )
