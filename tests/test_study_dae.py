@@ -23,6 +23,7 @@ from vaerob_jax.studies.dae import (
     DAE_PRESETS,
     DAEStudy,
     attack_pairs,
+    prepare_dae_inputs,
     run_dae_study,
     validate_dae_config,
 )
@@ -397,3 +398,19 @@ def test_rerun_resumes_every_cell_and_refuses_other_settings(study):
     assert repr(read_csv(paths["attack_examples"], types=TYPES)) == repr(examples)  # NaN-safe
     with pytest.raises((FingerprintMismatchError, ValueError)):
         run_dae_study(dataclasses.replace(TINY, attack_steps=11), out, **QUIET)
+
+
+@pytest.mark.parametrize(("name", "backbone"), [("mnist", "mlp"), ("svhn_cropped", "conv32")])
+def test_tfds_datasets_load_at_32_with_their_backbone(name, backbone):
+    """`--dataset mnist | svhn_cropped` on TFDS's mock data: 32×32 images in [0, 1], labels
+    for different-class targets, 003's MLP for grey images and conv32 for colour."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=64):
+        inputs = prepare_dae_inputs(dataclasses.replace(TINY, dataset=name))
+    channels = 1 if backbone == "mlp" else 3
+    assert inputs.train_x.shape[1:] == (32, 32, channels)
+    assert 0.0 <= inputs.test_x.min() and inputs.test_x.max() <= 1.0
+    assert inputs.models["dae"].backbone == backbone == inputs.models["vae"].spec()["backbone"]
+    assert inputs.test_y is not None
+    assert np.all(inputs.test_y[inputs.pairs[:, 0]] != inputs.test_y[inputs.pairs[:, 1]])
