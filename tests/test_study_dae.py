@@ -410,7 +410,7 @@ def test_tfds_datasets_load_at_32_with_their_backbone(name, backbone):
         inputs = prepare_dae_inputs(dataclasses.replace(TINY, dataset=name))
     channels = 1 if backbone == "mlp" else 3
     assert inputs.train_x.shape[1:] == (32, 32, channels)
-    assert 0.0 <= inputs.test_x.min() and inputs.test_x.max() <= 1.0
+    assert inputs.test_x.min() >= 0.0 and inputs.test_x.max() <= 1.0
     assert inputs.models["dae"].backbone == backbone == inputs.models["vae"].spec()["backbone"]
     assert inputs.test_y is not None
     assert np.all(inputs.test_y[inputs.pairs[:, 0]] != inputs.test_y[inputs.pairs[:, 1]])
