@@ -8,14 +8,17 @@ model seed can ever reproduce an attack or sampling key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from typing import Any
 
 import jax
+import numpy as np
 
 from vaerob_jax.sweeps import GridSpec, fingerprint_of
 
 __all__ = [
+    "bootstrap_mean_ci",
     "canonical_grid",
     "config_fingerprint",
     "override",
@@ -75,3 +78,16 @@ def train_config_for(config: Any) -> Any:
 def override(config: Any, **changes: Any) -> Any:
     """A copy of a frozen config with the non-None changes applied (CLI flags left unset stay)."""
     return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, n_boot: int, seed: list[int], level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (resampling its entries)."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))

@@ -23,7 +23,7 @@ import numpy as np
 
 from vaerob_jax.report import figures_003 as F
 from vaerob_jax.robustness.frechet import frechet_distance
-from vaerob_jax.studies.common import stats_seed
+from vaerob_jax.studies.common import bootstrap_mean_ci, stats_seed
 from vaerob_jax.studies.dae.config import DAEStudyConfig
 from vaerob_jax.studies.dae.study import ATTACKS, HEADLINE, DAEInputs, _jitted
 from vaerob_jax.studies.runner import StudyRun
@@ -82,19 +82,6 @@ class DAEResults:
     labels: dict[str, str]  # model_id -> label
     fd_floor: float
     paths: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, n_boot: int, seed: list[int], level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (resampling its entries)."""
-    v = np.asarray(values, np.float64)
-    if v.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    a = (1.0 - level) / 2.0
-    return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
 
 
 def paired_values(
