@@ -60,6 +60,15 @@ def _check_dae(dae: dict) -> None:
     assert attack["equality_check"]["examples_compared"] > 0
 
 
+def _check_targeted(targeted: dict) -> None:
+    assert all(v > 0 for v in targeted["attacks_iterations_per_s"].values())
+    assert targeted["ratio_jax_over_scipy"] > 0
+    assert targeted["box_respected"] is True
+    agreement = targeted["agreement"]
+    assert 0 <= agreement["share_jax_at_most_scipy"] <= 1
+    assert agreement["median_abs_rel_diff"] < 1e-2  # same objective, both solved
+
+
 CHECKS = {
     "bench_attacks": _check_attacks,
     "bench_attack_strength": _check_strength,
@@ -67,6 +76,7 @@ CHECKS = {
     "bench_margins": _check_margins,
     "bench_fairness": _check_fairness,
     "bench_dae": _check_dae,
+    "bench_targeted": _check_targeted,
 }
 
 

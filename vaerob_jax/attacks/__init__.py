@@ -8,7 +8,10 @@
   (Eq. 4 of 000), :func:`output_damage` (Eq. 5 of 001, Eq. 13 of 003);
 * :func:`make_attack` / :func:`pgd` build an :class:`Attack` for one example;
   :func:`run_attack` lifts it over samples × budgets (× models) and returns an
-  :class:`AttackResult` (best δ, its value, the start's value, non-finite step count).
+  :class:`AttackResult` (best δ, its value, the start's value, non-finite step count);
+* 002's targeted attacks: :func:`targeted_attack` (a batched, vmappable fixed-iteration
+  box-constrained L-BFGS, :func:`lbfgsb_minimize`) and its scipy reference
+  :func:`targeted_attack_scipy` (:func:`lbfgsb_scipy`).
 
 Example:
     >>> attack = pgd(latent_damage(model), norm="linf", steps=40)
@@ -25,6 +28,13 @@ from vaerob_jax.attacks.engine import (
     Objective,
     make_attack,
     validate_inputs,
+)
+from vaerob_jax.attacks.lbfgsb import (
+    LBFGSBResult,
+    lbfgsb_minimize,
+    lbfgsb_scipy,
+    targeted_attack,
+    targeted_attack_scipy,
 )
 from vaerob_jax.attacks.objectives import (
     NORMALIZATIONS,
@@ -57,6 +67,7 @@ __all__ = [
     "Attack",
     "AttackFailedError",
     "AttackResult",
+    "LBFGSBResult",
     "Objective",
     "Threat",
     "adam_rule",
@@ -68,6 +79,8 @@ __all__ = [
     "latent_objective",
     "latent_damage",
     "lbfgs_rule",
+    "lbfgsb_minimize",
+    "lbfgsb_scipy",
     "loop_driver",
     "make_attack",
     "norm_of",
@@ -81,5 +94,7 @@ __all__ = [
     "sample_pairs",
     "seatbelt_latent_objective",
     "sign_rule",
+    "targeted_attack",
+    "targeted_attack_scipy",
     "validate_inputs",
 ]
