@@ -9,6 +9,7 @@ import pytest
 
 import experiments
 from vaerob_jax.studies.dae import DAEStudyConfig, validate_dae_config
+from vaerob_jax.studies.disentangle import DisentangleStudyConfig, validate_disentangle_config
 from vaerob_jax.studies.fairness import FairnessStudyConfig, validate_fairness_config
 from vaerob_jax.studies.margins import MarginStudyConfig, validate_margin_config
 from vaerob_jax.studies.subgroups import SubgroupStudyConfig, validate_config
@@ -29,6 +30,8 @@ def test_experiment_module_has_a_command_and_a_valid_config(name):
         validate_fairness_config(cfg)
     elif isinstance(cfg, DAEStudyConfig):
         validate_dae_config(cfg)
+    elif isinstance(cfg, DisentangleStudyConfig):
+        validate_disentangle_config(cfg)
     else:
         assert isinstance(cfg, dict) and cfg  # `vaerob train` flags
 
@@ -36,6 +39,7 @@ def test_experiment_module_has_a_command_and_a_valid_config(name):
 def test_all_study_presets_have_an_experiment_module():
     configs = [importlib.import_module(f"experiments.{n}").get_config() for n in MODULES]
     from vaerob_jax.studies.dae import DAE_PRESETS
+    from vaerob_jax.studies.disentangle import DISENTANGLE_PRESETS
     from vaerob_jax.studies.fairness import FAIRNESS_PRESETS
     from vaerob_jax.studies.margins import MARGIN_PRESETS
     from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
@@ -43,6 +47,7 @@ def test_all_study_presets_have_an_experiment_module():
     presets = {**SUBGROUP_PRESETS, **MARGIN_PRESETS}
     presets.update({f"fairness/{k}": v for k, v in FAIRNESS_PRESETS.items() if k != "tiny"})
     presets.update({f"dae/{k}": v for k, v in DAE_PRESETS.items() if k != "tiny"})
+    presets.update({f"disentangle/{k}": v for k, v in DISENTANGLE_PRESETS.items() if k != "tiny"})
     for name, preset in presets.items():
         if name == "tiny":
             continue  # the test-suite preset

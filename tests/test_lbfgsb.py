@@ -248,3 +248,19 @@ def test_argument_validation():
     for kw in ({"iterations": -1}, {"memory": 1.5}, {"max_linesearch": 0}):
         with pytest.raises(ValueError):
             lbfgsb_minimize(f, jnp.zeros(2), -1.0, 1.0, **kw)
+
+
+def test_a_traced_iteration_count_runs_the_same_steps_as_the_static_one():
+    """One compiled program for several budgets: iterations as an int32 array (fori_loop)
+    gives the static scan's result, and a larger budget never ends higher."""
+    a, b, lo, hi = _quadratic(3)
+    fun = _jax_quadratic(a, b)
+    x0 = jnp.zeros(N, jnp.float32)
+    static = lbfgsb_minimize(fun, x0, lo, hi, iterations=7)
+    run = jax.jit(lambda n: lbfgsb_minimize(fun, x0, lo, hi, iterations=n))
+    dyn = run(jnp.int32(7))
+    np.testing.assert_allclose(np.asarray(dyn.x), np.asarray(static.x), rtol=1e-6, atol=1e-7)
+    assert int(dyn.iterations) == int(static.iterations)
+    longer = run(jnp.int32(40))
+    assert float(longer.value) <= float(dyn.value) + 1e-7
+    assert run._cache_size() == 1

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vaerob_jax.commands.margins",
     "vaerob_jax.commands.fairness",
     "vaerob_jax.commands.dae",
+    "vaerob_jax.commands.disentangle",
 )
 
 

@@ -173,7 +173,7 @@ def lbfgsb_minimize(
     lower: Any,
     upper: Any,
     *,
-    iterations: int = 100,
+    iterations: int | jax.Array = 100,
     memory: int = 10,
     max_linesearch: int = 20,
     ftol: float = 10 * float(jnp.finfo(jnp.float32).eps),
@@ -188,7 +188,11 @@ def lbfgsb_minimize(
       fun: x (shape of x0) -> scalar; differentiated with ``jax.value_and_grad``.
       x0: the start (floating; projected into the box first). The state has its dtype.
       lower, upper: bounds broadcastable to x0's shape; may be −inf / inf.
-      iterations: outer iterations (static); converged problems are frozen.
+      iterations: outer iterations; converged problems are frozen. A Python int runs a
+        ``lax.scan`` of that length; an integer array (traced, not batched under vmap) a
+        ``lax.while_loop`` of the same steps that also ends once the problem is done (under
+        vmap: once all are), so one compiled program serves several iteration budgets (an
+        attack and its longer convergence check) and a batch that has converged stops.
       memory: curvature pairs kept (static).
       max_linesearch: line-search trials per iteration (static).
       ftol: relative-decrease stopping tolerance (scipy's factr·eps).
@@ -197,7 +201,9 @@ def lbfgsb_minimize(
     Returns:
       An :class:`LBFGSBResult`.
     """
-    for name, v in (("iterations", iterations), ("memory", memory)):
+    dynamic = isinstance(iterations, jax.Array)
+    checks = (("memory", memory),) if dynamic else (("iterations", iterations), ("memory", memory))
+    for name, v in checks:
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
     if isinstance(max_linesearch, bool) or not isinstance(max_linesearch, int | np.integer):
@@ -363,7 +369,18 @@ def lbfgsb_minimize(
         out = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, frozen)
         return out, None
 
-    final, _ = jax.lax.scan(step, state, None, length=int(iterations))
+    if dynamic:
+        # Stops once the problem is done (under vmap: once every problem is), instead of
+        # running frozen no-op steps to the end of the budget.
+        def cond(carry):
+            i, st = carry
+            return (i < iterations) & ~st.done
+
+        _, final = jax.lax.while_loop(
+            cond, lambda carry: (carry[0] + 1, step(carry[1], None)[0]), (jnp.int32(0), state)
+        )
+    else:
+        final, _ = jax.lax.scan(step, state, None, length=int(iterations))
     bx = final.best_x
     pg_norm = jnp.max(jnp.abs(_pg(bx, final.best_g, lo, hi)), initial=0.0)
     return LBFGSBResult(
@@ -487,14 +504,18 @@ def targeted_attack(
     Returns:
       ``attack(params, inputs, lam, key) -> dict`` with 'delta' (H, W, C), 'value' (Δ at
       delta), 'start_value', 'iterations', 'evaluations', 'converged', 'nonfinite',
-      'pg_norm'. Pure; jit and vmap over params / inputs / lam / key. The objective gets
+      'pg_norm'. Pure; jit and vmap over params / inputs / lam / key. ``n_iterations`` (an
+      int32 array, not vmapped) overrides ``iterations`` at call time, so the same compiled
+      program runs the attack and a longer check attack. The objective gets
       ``key`` unchanged at every evaluation (its fixed noise); the start is drawn from
       ``fold_in(key, START_STREAM)``.
     """
     _check_penalty(penalty)
     delta_value = _delta_fn(objective, penalty)
 
-    def attack(params, inputs: Mapping[str, jax.Array], lam, key) -> dict[str, jax.Array]:
+    def attack(
+        params, inputs: Mapping[str, jax.Array], lam, key, n_iterations=None
+    ) -> dict[str, jax.Array]:
         x = jnp.asarray(inputs["x"])
         d0 = _start(key, x)
         res = lbfgsb_minimize(
@@ -502,7 +523,7 @@ def targeted_attack(
             d0,
             -x,
             1.0 - x,
-            iterations=iterations,
+            iterations=iterations if n_iterations is None else n_iterations,
             memory=memory,
             max_linesearch=max_linesearch,
         )
