@@ -239,6 +239,7 @@ def _arrays(out, model_id):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_outputs_exist_and_rows_cover_the_grid(study):
     out, paths, examples = study
     for name in (
@@ -268,6 +269,7 @@ def test_outputs_exist_and_rows_cover_the_grid(study):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_summary_and_table1_recompute_from_the_examples(study):
     out, paths, examples = study
     summary = read_csv(paths["attack_summary"], types=TYPES)
@@ -298,6 +300,7 @@ def test_summary_and_table1_recompute_from_the_examples(study):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_stored_metrics_equal_ms_ssim_recomputed_from_the_stored_images(study):
     """Fig. 3's strip holds (x, f(z(x)), x + δ, f(z(x + δ)), x_t) of pair 0 at strip_budget; the
     example row of that pair must carry MS-SSIM values of exactly those images."""
@@ -327,6 +330,7 @@ def test_stored_metrics_equal_ms_ssim_recomputed_from_the_stored_images(study):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_claims_are_paired_differences_of_the_example_rows(study):
     out, paths, examples = study
     claims = read_csv(
@@ -362,6 +366,7 @@ def test_claims_are_paired_differences_of_the_example_rows(study):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_convergence_rows_compare_default_and_check_on_the_same_pairs(study):
     out, paths, examples = study
     conv = read_csv(paths["convergence"], types={**TYPES, "metric": str, "converged": str})
@@ -374,6 +379,7 @@ def test_convergence_rows_compare_default_and_check_on_the_same_pairs(study):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_table3_accuracies_come_from_the_stored_flags(study):
     out, paths, _ = study
     for r in read_csv(paths["table3"], types=TYPES):
@@ -386,6 +392,7 @@ def test_table3_accuracies_come_from_the_stored_flags(study):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
 def test_rerun_resumes_every_cell_and_refuses_other_settings(study):
     from vaerob_jax.sweeps import FingerprintMismatchError
 

@@ -266,6 +266,7 @@ def test_outputs_exist_and_rows_cover_the_grid(study):
         )
         assert r["delta_value"] <= r["start_value"] * (1 + 1e-5) + 1e-6
         assert r["nonfinite"] == 0
+        assert np.isfinite(r["grad_norm_d0"]) and r["grad_norm_d0"] >= 0
     # the largest λ leaves the input alone: Δ is the clean divergence there
     for r in attacks:
         if r["lambda_index"] == SMALL.lambda_count - 1:

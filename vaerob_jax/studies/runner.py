@@ -53,7 +53,7 @@ from vaerob_jax.sweeps import (
 )
 from vaerob_jax.sweeps.checks import DigestSpec
 
-__all__ = ["CellPlan", "RunInterrupted", "Study", "StudyRun", "run_study"]
+__all__ = ["CellPlan", "RunInterrupted", "Study", "StudyRun", "model_cells", "run_study"]
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -150,6 +150,42 @@ class CellPlan:
     batch_axes: tuple[str, ...] | None = None
     params_digest: DigestSpec = None
     finite: tuple[str, ...] = ()
+
+
+def model_cells(
+    groups: Mapping[str, Sequence[str]],
+    digests: Mapping[str, str],
+    evaluate: Callable[[list[str]], Mapping[str, Any]],
+    finite: tuple[str, ...] = (),
+) -> CellPlan:
+    """One resumable cell per model (grid axis ``model_id``), computed a group at a time.
+
+    Args:
+      groups: group -> its model ids (models that are evaluated together, e.g. one params
+        stack); every model in exactly one group.
+      digests: model id -> digest of the parameters its cell comes from.
+      evaluate: ``evaluate(model_ids)`` for the pending models of one group -> model id ->
+        ``rows`` or ``(rows, arrays)``.
+      finite: row columns that must be finite for a cell to be stored as done.
+    """
+    ids = [m for members in groups.values() for m in members]
+
+    def compute(cells: list[Any]) -> list[Any]:
+        wanted = [c["model_id"] for c in cells]
+        results: dict[str, Any] = {}
+        for members in groups.values():
+            todo = [m for m in members if m in wanted]
+            if todo:
+                results.update(evaluate(todo))
+        return [results[m] for m in wanted]
+
+    return CellPlan(
+        GridSpec({"model_id": ids}),
+        compute,
+        batch_axes=("model_id",),
+        params_digest=lambda cell: digests[cell["model_id"]],
+        finite=finite,
+    )
 
 
 class Study(Protocol):

@@ -46,8 +46,8 @@ from vaerob_jax.robustness.frechet import frechet_distance
 from vaerob_jax.robustness.msssim import ms_ssim
 from vaerob_jax.studies.common import study_key
 from vaerob_jax.studies.dae.config import DAEStudyConfig, validate_dae_config
-from vaerob_jax.studies.runner import CellPlan, StudyRun
-from vaerob_jax.sweeps import GridSpec, ResultStore, params_digest
+from vaerob_jax.studies.runner import CellPlan, StudyRun, model_cells
+from vaerob_jax.sweeps import ResultStore, params_digest
 from vaerob_jax.train import TrainConfig, train_grid
 
 __all__ = [
@@ -552,23 +552,12 @@ class DAEStudy:
     ) -> CellPlan:
         ids = [e.model_id for e in inputs.entries]
         clf_digest = "" if trained["feature_clf"] is None else params_digest(trained["feature_clf"])
-        digests = {i: params_digest(trained["params"][i]) + clf_digest for i in ids}
-
-        def compute(cells: list[Any]) -> list[Any]:
-            results: dict[str, Any] = {}
-            wanted = [c["model_id"] for c in cells]
-            for family in ("vae", "dae"):
-                fam = [i for i in wanted if inputs.entry(i).family == family]
-                if fam:
-                    results.update(evaluate_models(config, inputs, trained, fam, run))
-            return [results[m] for m in wanted]
-
-        return CellPlan(
-            GridSpec({"model_id": ids}),
-            compute,
-            batch_axes=("model_id",),
-            params_digest=lambda cell: digests[cell["model_id"]],
-            finite=CELL_FINITE,
+        families = {f: [i for i in ids if inputs.entry(i).family == f] for f in ("vae", "dae")}
+        return model_cells(
+            {f: members for f, members in families.items() if members},
+            {i: params_digest(trained["params"][i]) + clf_digest for i in ids},
+            lambda todo: evaluate_models(config, inputs, trained, todo, run),
+            CELL_FINITE,
         )
 
     def outputs(

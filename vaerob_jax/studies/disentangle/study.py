@@ -51,8 +51,8 @@ from vaerob_jax.studies.disentangle.config import (
     ModelSpec,
     validate_disentangle_config,
 )
-from vaerob_jax.studies.runner import CellPlan, StudyRun
-from vaerob_jax.sweeps import GridSpec, ResultStore, params_digest
+from vaerob_jax.studies.runner import CellPlan, StudyRun, model_cells
+from vaerob_jax.sweeps import ResultStore, params_digest
 from vaerob_jax.train import TrainConfig, train_grid
 
 __all__ = [
@@ -80,6 +80,7 @@ RECORD_FIELDS = (
     "ref_target_recon",
     "ref_input_to_target",
     "ref_input_recon",
+    "grad_norm_d0",
 )
 SOLVER_FIELDS = ("start_value", "iterations", "evaluations", "converged", "nonfinite", "pg_norm")
 #: Row columns a cell must hold finite values in to be stored as done.
@@ -243,6 +244,12 @@ def attack_program(model: Any, objective: Any, memory: int, penalty: str):
         rec = attack_record(
             model, objective, params, inputs, out["delta"], lam, key, penalty=penalty
         )
+        # d = 0 is a local minimiser of divergence + λ‖d‖₂ on the box iff the feasible part
+        # of the divergence's gradient there is at most λ (the kink of the unsquared norm):
+        # an attack that stays at d ≈ 0 is then right, not stuck.
+        g0 = jax.grad(lambda d: -objective(params, inputs, d, key))(jnp.zeros_like(x))
+        g0 = jnp.where(((x <= 0) & (g0 > 0)) | ((x >= 1) & (g0 < 0)), 0.0, g0)
+        rec["grad_norm_d0"] = jnp.sqrt(jnp.sum(jnp.square(g0)))
         return {**rec, **{k: out[k] for k in SOLVER_FIELDS}, "delta": out["delta"]}
 
     over_lam = jax.vmap(one, in_axes=(None, None, None, 0, None, None))
@@ -530,23 +537,11 @@ class DisentangleStudy:
         run: StudyRun,
     ) -> CellPlan:
         names = [s.name for s in inputs.specs]
-        digests = {n: params_digest(trained["params"][n]) for n in names}
-
-        def compute(cells: list[Any]) -> list[Any]:
-            wanted = [c["model_id"] for c in cells]
-            results: dict[str, Any] = {}
-            for specs in inputs.stacks().values():
-                todo = [s.name for s in specs if s.name in wanted]
-                if todo:
-                    results.update(evaluate_stack(config, inputs, trained, todo, run))
-            return [results[m] for m in wanted]
-
-        return CellPlan(
-            GridSpec({"model_id": names}),
-            compute,
-            batch_axes=("model_id",),
-            params_digest=lambda cell: digests[cell["model_id"]],
-            finite=CELL_FINITE,
+        return model_cells(
+            {stack: [s.name for s in specs] for stack, specs in inputs.stacks().items()},
+            {n: params_digest(trained["params"][n]) for n in names},
+            lambda todo: evaluate_stack(config, inputs, trained, todo, run),
+            CELL_FINITE,
         )
 
     def outputs(
