@@ -118,7 +118,7 @@ def _attack_row(
         "mode": mode,
         "comparison": f"{_label(inputs, a)} vs {_label(inputs, b)}",
         "metric": metric,
-        "better": "higher",
+        "better": "higher" if a_higher else "lower",  # the claim's sign of a − b
         "value_a": float(va.mean()),
         "value_b": float(vb.mean()),
         "difference": d,
