@@ -26,7 +26,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/pytest -n 2 --durations=15
 
 bench: venv
 	$(BIN)/python -m benchmarks.run_all

@@ -238,9 +238,7 @@ def _arrays(out, model_id):
     return store.load(f"model_id={model_id}").arrays
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_outputs_exist_and_rows_cover_the_grid(study):
+def _check_outputs_exist_and_rows_cover_the_grid(study):
     out, paths, examples = study
     for name in (
         "report",
@@ -268,9 +266,7 @@ def test_outputs_exist_and_rows_cover_the_grid(study):
         assert r["box_violation"] <= 1e-6
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_summary_and_table1_recompute_from_the_examples(study):
+def _check_summary_and_table1_recompute_from_the_examples(study):
     out, paths, examples = study
     summary = read_csv(paths["attack_summary"], types=TYPES)
     table1 = read_csv(paths["table1"], types={**TYPES, "column": str, "metric": str})
@@ -299,9 +295,7 @@ def test_summary_and_table1_recompute_from_the_examples(study):
         assert t["mean"] == pytest.approx(s[f"{t['metric']}_mean"])
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_stored_metrics_equal_ms_ssim_recomputed_from_the_stored_images(study):
+def _check_stored_metrics_equal_ms_ssim_recomputed_from_the_stored_images(study):
     """Fig. 3's strip holds (x, f(z(x)), x + δ, f(z(x + δ)), x_t) of pair 0 at strip_budget; the
     example row of that pair must carry MS-SSIM values of exactly those images."""
     out, _, examples = study
@@ -329,9 +323,7 @@ def test_stored_metrics_equal_ms_ssim_recomputed_from_the_stored_images(study):
             np.testing.assert_allclose(np.linalg.norm(d), row["d_norm"], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_claims_are_paired_differences_of_the_example_rows(study):
+def _check_claims_are_paired_differences_of_the_example_rows(study):
     out, paths, examples = study
     claims = read_csv(
         paths["claims"],
@@ -365,9 +357,7 @@ def test_claims_are_paired_differences_of_the_example_rows(study):
     assert f"{n_held} of {len(claims)} comparisons held" in report
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_convergence_rows_compare_default_and_check_on_the_same_pairs(study):
+def _check_convergence_rows_compare_default_and_check_on_the_same_pairs(study):
     out, paths, examples = study
     conv = read_csv(paths["convergence"], types={**TYPES, "metric": str, "converged": str})
     n_check = TINY.check_images
@@ -378,9 +368,7 @@ def test_convergence_rows_compare_default_and_check_on_the_same_pairs(study):
         assert (r["converged"] == "True") == (r["relative_gap"] < 0.02)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_table3_accuracies_come_from_the_stored_flags(study):
+def _check_table3_accuracies_come_from_the_stored_flags(study):
     out, paths, _ = study
     for r in read_csv(paths["table3"], types=TYPES):
         a = _arrays(out, r["model_id"])
@@ -391,9 +379,7 @@ def test_table3_accuracies_come_from_the_stored_flags(study):
         assert 0.0 <= r["acc_test_clean"] <= 1.0
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("dae_e2e")  # one worker builds the run
-def test_rerun_resumes_every_cell_and_refuses_other_settings(study):
+def _check_rerun_resumes_every_cell_and_refuses_other_settings(study):
     from vaerob_jax.sweeps import FingerprintMismatchError
 
     out, paths, examples = study
@@ -421,3 +407,16 @@ def test_tfds_datasets_load_at_32_with_their_backbone(name, backbone):
     assert inputs.models["dae"].backbone == backbone == inputs.models["vae"].spec()["backbone"]
     assert inputs.test_y is not None
     assert np.all(inputs.test_y[inputs.pairs[:, 0]] != inputs.test_y[inputs.pairs[:, 1]])
+
+
+@pytest.mark.slow
+def test_end_to_end(study, tmp_path):
+    """The checks above on one run (one test, so one xdist worker builds the run; the
+    rerun check goes last: it reruns the study in the same folder)."""
+    _check_outputs_exist_and_rows_cover_the_grid(study)
+    _check_summary_and_table1_recompute_from_the_examples(study)
+    _check_stored_metrics_equal_ms_ssim_recomputed_from_the_stored_images(study)
+    _check_claims_are_paired_differences_of_the_example_rows(study)
+    _check_convergence_rows_compare_default_and_check_on_the_same_pairs(study)
+    _check_table3_accuracies_come_from_the_stored_flags(study)
+    _check_rerun_resumes_every_cell_and_refuses_other_settings(study)

@@ -225,7 +225,6 @@ def test_claims_follow_paired_differences_and_respect_the_attack_gap():
 SMALL = dataclasses.replace(
     TINY, models=("vae", "tcvae_b10", "seatbelt_L2_b10"), check_pairs=TINY.n_pairs
 )
-E2E = pytest.mark.xdist_group("disentangle_e2e")  # one worker builds the run (--dist loadgroup)
 
 
 @pytest.fixture(scope="module")
@@ -241,9 +240,7 @@ def _arrays(out, name):
     return store.load(f"model_id={name}").arrays
 
 
-@pytest.mark.slow
-@E2E
-def test_outputs_exist_and_rows_cover_the_grid(study):
+def _check_outputs_exist_and_rows_cover_the_grid(study):
     out, paths, attacks = study
     for name in (
         "report",
@@ -274,9 +271,7 @@ def test_outputs_exist_and_rows_cover_the_grid(study):
             assert r["delta_value"] == pytest.approx(r["divergence_d0"], rel=1e-3, abs=1e-4)
 
 
-@pytest.mark.slow
-@E2E
-def test_adversarial_examples_stay_in_the_pixel_box(study):
+def _check_adversarial_examples_stay_in_the_pixel_box(study):
     out, _, _ = study
     for name in SMALL.models:
         for mode in ("latent", "output"):
@@ -286,9 +281,7 @@ def test_adversarial_examples_stay_in_the_pixel_box(study):
             np.testing.assert_allclose(adv, strip[0] + strip[3], atol=1e-6)
 
 
-@pytest.mark.slow
-@E2E
-def test_summary_recomputes_from_the_rows(study):
+def _check_summary_recomputes_from_the_rows(study):
     out, paths, attacks = study
     summary = read_csv(paths["summary"], types=TYPES)
     assert len(summary) == len(SMALL.models) * 2
@@ -304,9 +297,7 @@ def test_summary_recomputes_from_the_rows(study):
         assert s["mean_target_nll"] == pytest.approx(nll, rel=1e-9)
 
 
-@pytest.mark.slow
-@E2E
-def test_metrics_and_report_sentences_follow_the_tables(study):
+def _check_metrics_and_report_sentences_follow_the_tables(study):
     out, paths, _ = study
     metrics = read_csv(paths["metrics"], types={**TYPES, "weight_reference": str})
     conv = read_csv(paths["convergence"], types=TYPES)
@@ -337,9 +328,7 @@ def test_metrics_and_report_sentences_follow_the_tables(study):
     assert f"held in {held} of {len(claims)} comparisons" in report
 
 
-@pytest.mark.slow
-@E2E
-def test_a_rerun_resumes_without_recomputing(study, tmp_path):
+def _check_a_rerun_resumes_without_recomputing(study, tmp_path):
     out, paths, attacks = study
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells" / "cells").glob("*.json")}
     paths2 = run_disentangle_study(SMALL, out, **QUIET)
@@ -369,3 +358,14 @@ def test_dsprites_on_tfds_mock_data_splits_one_split_and_leaves_shape_out_of_mig
     assert all(len(v) == 40 for v in inputs.train_factors.values())
     with tfds.testing.mock_data(num_examples=30), pytest.raises(ValueError, match="fewer than"):
         prepare_disentangle_inputs(c)
+
+
+@pytest.mark.slow
+def test_end_to_end(study, tmp_path):
+    """The checks above on one run (one test, so one xdist worker builds the run; the
+    rerun check goes last: it reruns the study in the same folder)."""
+    _check_outputs_exist_and_rows_cover_the_grid(study)
+    _check_adversarial_examples_stay_in_the_pixel_box(study)
+    _check_summary_recomputes_from_the_rows(study)
+    _check_metrics_and_report_sentences_follow_the_tables(study)
+    _check_a_rerun_resumes_without_recomputing(study, tmp_path)
