@@ -19,6 +19,8 @@ from vaerob_jax.sweeps import GridSpec, fingerprint_of
 
 __all__ = [
     "bootstrap_mean_ci",
+    "model_cell_arrays",
+    "stack_params",
     "canonical_grid",
     "config_fingerprint",
     "override",
@@ -91,3 +93,23 @@ def bootstrap_mean_ci(
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
     a = (1.0 - level) / 2.0
     return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
+
+
+def stack_params(trees: list[Any]) -> Any:
+    """Parameter trees of models of one architecture stacked on a new leading model axis."""
+    return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *trees)
+
+
+def model_cell_arrays(store: Any, model_ids: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """The stored arrays of each model's cell (grid axis ``model_id``) of a result store.
+
+    Raises:
+      ValueError: a cell stored without arrays (written by an older version of the study).
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for m in model_ids:
+        stored = store.load(f"model_id={m}").arrays
+        if stored is None:
+            raise ValueError(f"cell {m} holds no arrays: rerun with --fresh")
+        out[m] = stored
+    return out

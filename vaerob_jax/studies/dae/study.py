@@ -44,7 +44,7 @@ from vaerob_jax.objectives.gmm_dae import check_gmm_hyperparameters, gmm_dae_obj
 from vaerob_jax.objectives.tc import beta_tcvae_loss
 from vaerob_jax.robustness.frechet import frechet_distance
 from vaerob_jax.robustness.msssim import ms_ssim
-from vaerob_jax.studies.common import study_key
+from vaerob_jax.studies.common import stack_params, study_key
 from vaerob_jax.studies.dae.config import DAEStudyConfig, validate_dae_config
 from vaerob_jax.studies.runner import CellPlan, StudyRun, model_cells
 from vaerob_jax.sweeps import ResultStore, params_digest
@@ -576,10 +576,6 @@ class DAEStudy:
         return report_sections(config, inputs, results, run)
 
 
-def _stack(trees: list[Any]) -> Any:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 @functools.lru_cache(maxsize=64)
 def _jitted(obj: Any, method: str) -> Any:
     """``jit(obj.method)`` for a (hashable) model or classifier: one compile per shape
@@ -625,7 +621,7 @@ def evaluate_models(
     c = config
     entries = [inputs.entry(i) for i in model_ids]
     model = inputs.models[entries[0].family]
-    stack = _stack([trained["params"][i] for i in model_ids])
+    stack = stack_params([trained["params"][i] for i in model_ids])
     k_models = len(model_ids)
     src, tgt = inputs.pairs[:, 0], inputs.pairs[:, 1]
     x = jnp.asarray(inputs.test_x[src])

@@ -23,7 +23,7 @@ import numpy as np
 
 from vaerob_jax.report import figures_003 as F
 from vaerob_jax.robustness.frechet import frechet_distance
-from vaerob_jax.studies.common import bootstrap_mean_ci, stats_seed
+from vaerob_jax.studies.common import bootstrap_mean_ci, model_cell_arrays, stats_seed
 from vaerob_jax.studies.dae.config import DAEStudyConfig
 from vaerob_jax.studies.dae.study import ATTACKS, HEADLINE, DAEInputs, _jitted
 from vaerob_jax.studies.runner import StudyRun
@@ -329,12 +329,7 @@ def write_tables_and_figures(
 ) -> DAEResults:
     """Every table and figure of the study (module docstring); returns them for the report."""
     c = config
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    for e in inputs.entries:
-        stored = store.load(f"model_id={e.model_id}").arrays
-        if stored is None:
-            raise ValueError(f"cell {e.model_id} holds no arrays: rerun with --fresh")
-        arrays[e.model_id] = stored
+    arrays = model_cell_arrays(store, [e.model_id for e in inputs.entries])
     run.table("attack_examples", rows)
     summary = _summary(c, inputs, rows)
     run.table("attack_summary", summary)

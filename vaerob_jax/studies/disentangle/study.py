@@ -44,7 +44,7 @@ from vaerob_jax.robustness.disentangle import (
     mutual_information_gap,
     noise_robustness,
 )
-from vaerob_jax.studies.common import study_key
+from vaerob_jax.studies.common import stack_params, study_key
 from vaerob_jax.studies.disentangle.config import (
     MODES,
     DisentangleStudyConfig,
@@ -257,10 +257,6 @@ def attack_program(model: Any, objective: Any, memory: int, penalty: str):
     return jax.jit(jax.vmap(over_pairs, in_axes=(0, None, None, None, None, None)))
 
 
-def _stack(trees: list[Any]) -> Any:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def _take(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
 
@@ -302,7 +298,7 @@ def evaluate_stack(
     c = config
     specs = [inputs.spec(n) for n in names]
     model = inputs.models[specs[0].stack]
-    stack = _stack([trained["params"][n] for n in names])
+    stack = stack_params([trained["params"][n] for n in names])
     x = jnp.asarray(inputs.test_x[inputs.pairs[:, 0]])
     x_t = jnp.asarray(inputs.test_x[inputs.pairs[:, 1]])
     lams = jnp.asarray(inputs.lambdas, jnp.float32)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from vaerob_jax.robustness.disentangle import relative_weight_norm_change
-from vaerob_jax.studies.common import bootstrap_mean_ci, stats_seed
+from vaerob_jax.studies.common import bootstrap_mean_ci, model_cell_arrays, stats_seed
 from vaerob_jax.studies.disentangle.config import MODES, DisentangleStudyConfig
 from vaerob_jax.studies.disentangle.study import DisentangleInputs, model_info
 from vaerob_jax.studies.runner import StudyRun
@@ -247,12 +247,7 @@ def write_tables_and_figures(
     from vaerob_jax.report import figures_002 as F
 
     c = config
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    for s in inputs.specs:
-        stored = store.load(f"model_id={s.name}").arrays
-        if stored is None:
-            raise ValueError(f"cell {s.name} holds no arrays: rerun with --fresh")
-        arrays[s.name] = stored
+    arrays = model_cell_arrays(store, [s.name for s in inputs.specs])
     attacks = []
     for r in rows:
         r = dict(r)
