@@ -21,6 +21,7 @@ BENCHMARKS = (
     "bench_fairness",
     "bench_dae",
     "bench_targeted",
+    "bench_cpu_runtime",
 )
 
 

@@ -69,6 +69,17 @@ def _check_targeted(targeted: dict) -> None:
     assert agreement["median_abs_rel_diff"] < 1e-2  # same objective, both solved
 
 
+def _check_cpu_runtime(result: dict) -> None:
+    for name in ("jax_default", "jax_tuned"):
+        r = result[name]
+        assert r["attack_b1_image_steps_per_s"] > 0 and r["attack_b64_image_steps_per_s"] > 0
+        assert r["train_b64_ms_per_step"] > 0
+    assert result["jax_default"]["applied"] == {"allocator": False, "ynn_off": False}
+    assert result["same_attack_result"] is True
+    if "torch" in result:  # only where an interpreter with torch was found
+        assert result["torch"]["max_abs_code_diff"] < 1e-4
+
+
 CHECKS = {
     "bench_attacks": _check_attacks,
     "bench_attack_strength": _check_strength,
@@ -77,6 +88,7 @@ CHECKS = {
     "bench_fairness": _check_fairness,
     "bench_dae": _check_dae,
     "bench_targeted": _check_targeted,
+    "bench_cpu_runtime": _check_cpu_runtime,
 }
 
 

@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` (default ``sys.argv[1:]``), runs the command, returns its exit code."""
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
+    from vaerob_jax.runtime import tune_cpu
+
+    tune_cpu()  # before the command's first JAX computation (the XLA flag needs that)
     return int(args.func(args) or 0)
 
 
