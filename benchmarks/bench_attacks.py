@@ -42,8 +42,9 @@ from vaerob_jax.attacks.driver import (
     _scan_program,
 )
 from vaerob_jax.models import make_vae
+from vaerob_jax.runtime import YNN_OFF_FLAG
 
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+YNN_FLAG = YNN_OFF_FLAG  # the flag vaerob_jax.runtime.tune_cpu sets
 
 
 def _block(x: Any) -> Any:
