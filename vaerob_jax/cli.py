@@ -46,7 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vaerob_jax.runtime import tune_cpu
 
     tune_cpu()  # before the command's first JAX computation (the XLA flag needs that)
-    return int(args.func(args) or 0)
+    if not hasattr(args, "devices"):
+        return int(args.func(args) or 0)
+    from vaerob_jax.sweeps.parallel import device_mesh, use_devices
+
+    try:
+        mesh = device_mesh(args.devices)
+    except ValueError as err:
+        parser.error(f"--devices: {err}")
+    with use_devices(mesh):  # every study's training grid and attacks split over it
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

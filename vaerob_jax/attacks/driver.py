@@ -23,6 +23,11 @@ The step loop is driven in one of two ways, chosen in ONE place (:func:`loop_dri
 Override with ``driver=`` or the ``VAEROB_ATTACK_DRIVER`` environment variable. Both drivers
 run the same per-step function with the same keys, so they return the same results.
 
+Devices: with a mesh (``mesh=`` or an active :func:`vaerob_jax.sweeps.parallel.use_devices`
+block) of several devices, the sample axis is padded to a multiple of the device count and
+split over the mesh; params and a budget grid are replicated. Each device runs the same
+programs on its examples (no collective), and the padding is dropped from the result.
+
 Keys: example n gets ``fold_in(key, n)``, shared across the budget grid and the models
 (common random numbers: damage-vs-budget and model-vs-model comparisons are paired), so
 ``run_attack(...)[e, n] == attack.run(params, inputs[n], budgets[e], fold_in(key, n))``.
@@ -40,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax.attacks.engine import Attack, AttackResult, AttackState, as_inputs, validate_inputs
+from vaerob_jax.sweeps import parallel
 
 __all__ = ["DRIVERS", "DRIVER_ENV_VAR", "example_keys", "loop_driver", "run_attack"]
 
@@ -143,6 +149,8 @@ def run_attack(
     paired: bool = False,
     driver: str | None = None,
     chunk: int | None = None,
+    mesh: Any = None,
+    gather: bool = True,
 ) -> AttackResult:
     """Attacks every example at every budget (or its own budget), on one model or a stack.
 
@@ -159,6 +167,11 @@ def run_attack(
       paired: budgets are per example instead of a grid.
       driver: loop driver override (see :func:`loop_driver`).
       chunk: steps per jitted chunk for the 'python_chunks' driver (default 4).
+      mesh: a device mesh (or device count) to split the examples over; None uses the active
+        :func:`~vaerob_jax.sweeps.parallel.use_devices` mesh, if any. Results equal the
+        single-device run to float32 rounding (each device compiles for its slice).
+      gather: on several devices, return the result on one device (the default, so it mixes
+        with the study's other single-device arrays) instead of split over the mesh.
 
     Returns:
       An :class:`~vaerob_jax.attacks.AttackResult` whose fields have leading axes (E, N),
@@ -181,14 +194,33 @@ def run_attack(
     layout = ("paired" if paired else "grid") + ("_models" if models else "")
     layout = {"grid_models": "models"}.get(layout, layout)
     if models:
-        n_models = _model_count(params)
+        _model_count(params)  # a malformed stack is refused before anything runs
+    grid_mesh = parallel.resolve_mesh(mesh)
+    if grid_mesh is not None:
+        d = parallel.mesh_size(grid_mesh)
+        inputs, _ = parallel.pad_axis(inputs, 0, d)
+        inputs = parallel.shard_axis(inputs, grid_mesh)
+        if paired:
+            budgets = parallel.shard_axis(parallel.pad_axis(budgets, 0, d)[0], grid_mesh)
+        else:
+            budgets = parallel.replicate(budgets, grid_mesh)
+        params, key = parallel.replicate((params, key), grid_mesh)
+        result = _dispatch(attack, layout, name, params, inputs, budgets, key, chunk, models)
+        sample_axis = {"grid": 1, "models": 2, "paired": 0, "paired_models": 1}[layout]
+        result = parallel.take_axis(result, sample_axis, n)
+        return jax.device_put(result, jax.local_devices()[0]) if gather else result
+    return _dispatch(attack, layout, name, params, inputs, budgets, key, chunk, models)
+
+
+def _dispatch(attack, layout, name, params, inputs, budgets, key, chunk, models) -> AttackResult:
     if name == "scan":
         return _scan_program(attack, layout, params, inputs, budgets, key)
     if not models:
         return _chunks(attack, layout, params, inputs, budgets, key, chunk)
+    n_models = _model_count(params)
     # CPU path for a stack: one compiled single-model program called per model (vmapping over
     # models turns convolutions into grouped ones, 2.5-3.5x slower per image on that CPU).
-    single = "paired" if paired else "grid"
+    single = "paired" if layout.startswith("paired") else "grid"
     per_model = [
         _chunks(
             attack, single, jax.tree.map(lambda a, k=k: a[k], params), inputs, budgets, key, chunk

@@ -86,7 +86,7 @@ def apply_flags(preset: Any, changes: dict[str, Any]) -> Any:
 
 def add_study_flags(parser: argparse.ArgumentParser, overrides: dict[str, tuple[Any, str]]) -> None:
     """Adds one flag per overridable config field (unset: None, the preset's value stays)
-    plus --fresh and --quiet, the flags every study command has."""
+    plus --fresh, --quiet and --devices, the flags every study command has."""
     for name, (kind, text) in overrides.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     parser.add_argument(
@@ -95,6 +95,14 @@ def add_study_flags(parser: argparse.ArgumentParser, overrides: dict[str, tuple[
         help="discard what the output folder holds for another config",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the study's models and examples over the first N local devices "
+        "(default: all of them; results equal one device's to float32 rounding)",
+    )
 
 
 def flag_changes(args: argparse.Namespace, names: Any) -> dict[str, Any]:

@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vaerob_jax.sweeps.parallel import AXIS
 from vaerob_jax.train.config import TrainConfig
 from vaerob_jax.train.grid import SAMPLERS, STEP
 
@@ -111,15 +113,18 @@ class StepProgram:
     metric_shapes: Callable[..., dict[str, Any]]
 
 
-def _one_model_step(loss: Any, config: TrainConfig):
+def _one_model_step(loss: Any, config: TrainConfig, batch_mesh: Mesh | None = None):
     transform = make_transform(config)
     sampler = SAMPLERS[config.batch_sampling]
     batch_size = config.batch_size
+    split = None if batch_mesh is None else NamedSharding(batch_mesh, PartitionSpec(AXIS))
 
     def one_model(params, opt_state, data, data_key, loss_key, hp, lr, step):
         n = jax.tree.leaves(data)[0].shape[0]
         idx = sampler(data_key, step, n, batch_size)
         batch = {name: values[idx] for name, values in data.items()}
+        if split is not None:  # data parallel: each device takes a slice of the batch
+            batch = jax.lax.with_sharding_constraint(batch, split)
         key = jax.random.fold_in(loss_key, step)
         hp_step = {**hp, STEP: step}
 
@@ -168,10 +173,11 @@ def _sequential(one_model) -> StepProgram:
 
 
 @functools.lru_cache(maxsize=32)
-def step_program(loss: Any, config: TrainConfig) -> StepProgram:
+def step_program(loss: Any, config: TrainConfig, batch_mesh: Mesh | None = None) -> StepProgram:
     """The grid step of ``loss`` (``config``: :func:`step_settings`), cached per loss object
-    (the loss closes over the model it trains)."""
-    one_model = _one_model_step(loss, config)
+    (the loss closes over the model it trains). With ``batch_mesh`` every model's batch is
+    split over that mesh's devices (data parallel; the partitioner sums the gradients)."""
+    one_model = _one_model_step(loss, config, batch_mesh)
     axis = resolve_model_axis(config.model_axis)
     if axis == "sequential":
         return _sequential(one_model)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaerob_jax.sweeps import parallel
 from vaerob_jax.sweeps.progress import Progress
 from vaerob_jax.train.checkpoint import CheckpointError, CheckpointMismatchError, GridCheckpointer
 from vaerob_jax.train.config import TrainConfig
@@ -216,6 +217,7 @@ def train_grid(
     workdir: str | Path | None = None,
     progress: bool = True,
     extend: bool = False,
+    mesh: Any = None,
 ) -> TrainResult:
     """Trains one model per grid entry with a batch-level loss, in one compiled step.
 
@@ -247,6 +249,13 @@ def train_grid(
       extend: allow continuing a stored run of fewer steps to ``config.steps`` (its
         checkpoints then belong to the longer run). Without it a workdir holding a run of
         another length is refused before anything is written.
+      mesh: a device mesh (or device count) to split the models over; None uses the active
+        :func:`~vaerob_jax.sweeps.parallel.use_devices` mesh, if any. On several devices the
+        model axis is vmapped (``model_axis`` 'auto' or 'vmap'), padded to a multiple of the
+        device count with copies of the last model (dropped again) and each device trains
+        its models; with at most half as many models as devices (and a batch size the device
+        count divides) each model's batch is split over the devices instead (data parallel).
+        Checkpoints hold the K real models, so a run resumes on any device count.
 
     Returns:
       A :class:`TrainResult` with the stacked params (model k = grid entry k).
@@ -282,6 +291,18 @@ def train_grid(
     num_models = tgrid.num_models
     init_keys, data_keys, loss_keys = model_streams(key, tgrid.seeds)
     step_config = step_settings(config)
+    grid_mesh = parallel.resolve_mesh(mesh)
+    if grid_mesh is not None:
+        if config.model_axis not in ("auto", "vmap"):
+            raise ValueError(
+                f"model_axis={config.model_axis!r} cannot split the models over "
+                f"{parallel.mesh_size(grid_mesh)} devices; use 'auto' or 'vmap' (or one device)"
+            )
+        step_config = dataclasses.replace(step_config, model_axis="vmap")
+    devices = parallel.mesh_size(grid_mesh)
+    # At most half as many models as devices: padding the model axis would idle half of them,
+    # so every model's batch is split over the devices instead (data parallel).
+    data_parallel = devices > 1 and 2 * num_models <= devices and config.batch_size % devices == 0
 
     with contextlib.ExitStack() as cleanup:
         start, resumed_from = 0, None
@@ -304,11 +325,27 @@ def train_grid(
         if params is None:
             params, opt_state = init_stack(model, step_config, init_keys)
 
-        program = step_program(loss, step_config)
+        program = step_program(loss, step_config, grid_mesh if data_parallel else None)
         data_dev = jax.device_put(data_np)
         hp_dev = {name: jnp.asarray(v, jnp.float32) for name, v in tgrid.hp.items()}
         lrs_dev = jnp.asarray(tgrid.learning_rates, jnp.float32)
         args = (params, opt_state, data_dev, data_keys, loss_keys, hp_dev, lrs_dev)
+        if grid_mesh is not None:
+            state = (params, opt_state, data_keys, loss_keys, hp_dev, lrs_dev)
+            if data_parallel:
+                state = parallel.replicate(state, grid_mesh)
+            else:  # model parallel: the models, padded to a multiple of the devices, split
+                state = parallel.shard_axis(parallel.pad_axis(state, 0, devices)[0], grid_mesh)
+            data_dev = parallel.replicate(data_np, grid_mesh)
+            params, opt_state, data_keys, loss_keys, hp_dev, lrs_dev = state
+            args = (params, opt_state, data_dev, data_keys, loss_keys, hp_dev, lrs_dev)
+
+        def real(tree: Any) -> Any:
+            """The K real models of a (maybe padded, sharded) stack, on one device."""
+            if grid_mesh is None:
+                return tree
+            return jax.device_put(parallel.take_axis(tree, 0, num_models), jax.local_devices()[0])
+
         metric_names = _check_metrics(
             program.metric_shapes(*args, jnp.int32(start)), tgrid, loss.name
         )
@@ -336,7 +373,7 @@ def train_grid(
             )
             done = s + 1
             if done % config.log_every == 0 or done == config.steps:
-                host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+                host = {k: np.asarray(v)[:num_models] for k, v in jax.device_get(metrics).items()}
                 if not all(np.all(np.isfinite(v)) for v in host.values()):
                     raise FloatingPointError(_nonfinite_error(done, host, tgrid))
                 history["step"].append(done)
@@ -352,8 +389,10 @@ def train_grid(
                 or (config.checkpoint_every and done % config.checkpoint_every == 0)
             ):
                 checkpointer.save(
-                    done, {"params": params, "opt_state": opt_state, "step": jnp.int32(done)}
+                    done,
+                    {"params": real(params), "opt_state": real(opt_state), "step": jnp.int32(done)},
                 )
+        params, opt_state = real(params), real(opt_state)
 
     hist = {
         "step": np.asarray(history["step"], dtype=np.int64),
