@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fairlearn.metrics import MetricFrame
 
+from tests.helpers_study import study_once
 from vaerob_jax.cli import main
 from vaerob_jax.studies.fairness import (
     CLAIM_COLUMNS,
@@ -32,8 +33,9 @@ TYPES = {"group": str, "loss": str, "part": str, "model_id": str, "attack": str}
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fairness")
-    paths = run_fairness_study(TINY, out, **QUIET)
+    out, paths = study_once(
+        tmp_path_factory, "fairness", lambda d: run_fairness_study(TINY, d, **QUIET)
+    )
     errors = read_csv(paths["errors"], types=TYPES)
     return out, paths, errors
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import vaerob_jax.studies.margins.study as study_mod
+from tests.helpers_study import study_once
 from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
 from vaerob_jax.studies.margins import (
     MARGIN_COLUMNS,
@@ -32,8 +33,9 @@ QUIET = {"progress": False, "log": lambda _: None}
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("margins")
-    paths = run_margin_study(TINY, out, **QUIET)
+    out, paths = study_once(
+        tmp_path_factory, "margins", lambda d: run_margin_study(TINY, d, **QUIET)
+    )
     return out, paths, read_csv(paths["margins"], types={"subgroup": str})
 
 
