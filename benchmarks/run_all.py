@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench_dae",
     "bench_targeted",
     "bench_cpu_runtime",
+    "bench_parallel",
 )
 
 

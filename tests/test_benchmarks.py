@@ -11,6 +11,7 @@ import math
 import pytest
 
 from benchmarks.run_all import BENCHMARKS
+from vaerob_jax import runtime
 
 
 def _check_attacks(attacks: dict) -> None:
@@ -74,10 +75,32 @@ def _check_cpu_runtime(result: dict) -> None:
         r = result[name]
         assert r["attack_b1_image_steps_per_s"] > 0 and r["attack_b64_image_steps_per_s"] > 0
         assert r["train_b64_ms_per_step"] > 0
-    assert result["jax_default"]["applied"] == {"allocator": False, "ynn_off": False}
+    # tuning is applied only when asked, and the flag only where this jaxlib has it
+    default, tuned = result["jax_default"], result["jax_tuned"]
+    assert default["applied"] == {"allocator": False, "ynn_off": False}
+    assert default["xla_flags"] == ""
+    assert tuned["applied"]["allocator"] is True  # glibc on this project's Linux machines
+    assert tuned["applied"]["ynn_off"] == runtime.xla_flag_supported(runtime.YNN_OFF_FLAG)
+    assert tuned["xla_flags"].split() == (
+        [runtime.YNN_OFF_FLAG] if tuned["applied"]["ynn_off"] else []
+    )
     assert result["same_attack_result"] is True
+    # the tuned process runs other convolution kernels: results equal to float32 rounding
+    assert result["tuned_vs_default_max_abs_delta_diff"] <= 1e-5
+    assert result["delta_max_abs"] > 0.01  # the attack moved
+    assert result["tuned_vs_default_max_abs_kernel_diff"] <= 1e-5 * result["kernel_max_abs"] + 1e-6
     if "torch" in result:  # only where an interpreter with torch was found
         assert result["torch"]["max_abs_code_diff"] < 1e-4
+
+
+def _check_parallel(result: dict) -> None:
+    runs = {r["devices"]: r for r in result["runs"]}
+    assert set(runs) | {r["devices"] for r in result["skipped"]} == {1, 2, 4}
+    assert 1 in runs and runs[1]["attack_vs_one_device"] == 1.0
+    for r in runs.values():
+        assert r["attack_image_steps_per_s"] > 0 and r["train_example_steps_per_s"] > 0
+        assert r["attack_max_abs_delta_diff_vs_one_device"] <= 1e-6  # splitting is exact here
+        assert r["attack_gflops_per_s"] > 0 or math.isnan(r["attack_gflops_per_s"])
 
 
 CHECKS = {
@@ -89,6 +112,7 @@ CHECKS = {
     "bench_dae": _check_dae,
     "bench_targeted": _check_targeted,
     "bench_cpu_runtime": _check_cpu_runtime,
+    "bench_parallel": _check_parallel,
 }
 
 

@@ -89,6 +89,38 @@ with parallel.use_devices(4):  # the active mesh is picked up without an argumen
 ref = run_attack(attack, one_model, {"x": xs}, jnp.linspace(0.05, 0.2, 6), jax.random.key(2),
                  paired=True)
 out["paired_delta_diff"] = diff(ref.delta, paired.delta)
+from vaerob_jax.robustness.certificates import make_margin_program, run_in_chunks
+program = make_margin_program(model, n_samples=8, n_iter=2, attack_steps=1, n_probes=2)
+scalars = tuple(np.float32(v) for v in (1.0, 0.5, 2.0, 0.0))
+args = (program, one_model, x[:5], np.arange(5) * 7, jax.random.key(3), scalars, 3)
+m1, m4 = run_in_chunks(*args, mesh=1), run_in_chunks(*args, mesh=4)
+out["margin_fields"] = sorted(m1)
+out["margin_max_rel_diff"] = max(
+    float(np.nanmax(np.abs(m1[k] - m4[k]) / np.maximum(np.abs(m1[k]), 1e-12)))
+    for k in ("p_r", "bound", "estimate", "jac_fro", "jac_fro_probe"))
+from vaerob_jax.fairness.evaluate import EvalSettings, evaluate_classifiers
+from vaerob_jax.models.classifier import make_mlp_classifier
+clf = make_mlp_classifier((4,), 3, hidden=(8,))
+clfs = jax.tree.map(lambda *a: jnp.stack(a), *(clf.init(jax.random.key(s)) for s in range(3)))
+cx = np.random.default_rng(0).uniform(0.0, 1.0, (12, 4)).astype(np.float32)
+cy = np.random.default_rng(2).integers(0, 3, 12)
+settings = EvalSettings(eps=(0.05, 0.2), pgd_steps=4, distance_max=0.5, distance_halvings=5,
+                        distance_steps=3)
+e1 = evaluate_classifiers(clf, clfs, cx, cy, jax.random.key(11), settings)
+with parallel.use_devices(4):
+    e4 = evaluate_classifiers(clf, clfs, cx, cy, jax.random.key(11), settings)
+out["classifier_same"] = [
+    bool(np.array_equal(e1.prediction, e4.prediction)),
+    all(bool(np.array_equal(e1.flipped[k], e4.flipped[k])) for k in e1.flipped),
+    float(np.max(np.abs(e1.distance - e4.distance))), list(e4.prediction.shape)]
+calls = []
+def program(a, b, c):
+    calls.append((len(a.sharding.device_set), a.sharding.is_fully_replicated,
+                  b.sharding.is_fully_replicated))
+    return {"y": a * 2 + c, "z": jnp.stack([b.sum()] * a.shape[0])}
+split = parallel.call_split(program, jnp.arange(6.0), jnp.ones(3), jnp.float32(1), split=(0,),
+                            mesh=4)
+out["call_split"] = [calls[0], np.asarray(split["y"]).tolist(), list(split["z"].shape)]
 print(json.dumps(out))
 """
 
@@ -135,6 +167,25 @@ def test_four_devices_attack_to_the_one_device_numbers(four_devices):
     assert r["attack_value_rel_diff"] <= 1e-5
     assert r["paired_delta_diff"] <= 1e-6
     assert r["attack_split"] == [4, False]  # gather=False: the result stays split
+
+
+def test_four_devices_estimate_margins_to_the_one_device_numbers(four_devices):
+    r = four_devices
+    assert {"p_r", "bound", "estimate", "jac_fro"} <= set(r["margin_fields"])
+    assert r["margin_max_rel_diff"] <= 1e-5  # chunks of 3 rounded up to 4, split over 4
+
+
+def test_four_devices_evaluate_classifiers_to_the_one_device_numbers(four_devices):
+    same_pred, same_flips, distance_diff, shape = four_devices["classifier_same"]
+    assert shape == [3, 12]  # 3 models padded to 4 on the devices, dropped again
+    assert same_pred and same_flips and distance_diff <= 1e-6
+
+
+def test_call_split_splits_only_the_named_arguments(four_devices):
+    placed, y, z_shape = four_devices["call_split"]
+    assert placed == [4, False, True]  # arg 0 split over 4 devices, arg 1 replicated
+    assert y == [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]  # padded 6 -> 8, padding dropped
+    assert z_shape == [6]
 
 
 def test_device_mesh_and_bad_counts():

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 __all__ = [
     "ALL",
     "EXIT_CODES",
+    "add_devices_flag",
     "add_study_flags",
     "add_study_parser",
     "apply_flags",
@@ -95,13 +96,18 @@ def add_study_flags(parser: argparse.ArgumentParser, overrides: dict[str, tuple[
         help="discard what the output folder holds for another config",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_devices_flag(parser)
+
+
+def add_devices_flag(parser: argparse.ArgumentParser) -> None:
+    """--devices N: ``vaerob_jax.cli`` runs the command inside ``use_devices(N)``."""
     parser.add_argument(
         "--devices",
         type=int,
         default=None,
         metavar="N",
-        help="split the study's models and examples over the first N local devices "
-        "(default: all of them; results equal one device's to float32 rounding)",
+        help="split the models and examples over the first N local devices "
+        "(default: all of them; one device runs the single-device programs)",
     )
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaerob_jax.commands import exit_codes_epilog, float_list, int_list
+from vaerob_jax.commands import add_devices_flag, exit_codes_epilog, float_list, int_list
 
 __all__ = ["DEFAULTS", "register", "run"]
 
@@ -89,6 +89,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "holding a run of another length is refused, untouched)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_devices_flag(p)
     p.set_defaults(func=run, parser=p)
     return p
 

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from vaerob_jax.robustness.boundary import logit_margin, softmax_margin
+from vaerob_jax.sweeps import parallel
 
 __all__ = [
     "EVAL_ATTACKS",
@@ -372,7 +373,9 @@ def evaluate_classifiers(
 
     One compiled program per chunk shape, vmapped over models and budgets; examples go in
     chunks of ``settings.chunk`` (the last one padded and the padding dropped). Chunk c uses
-    ``fold_in(key, c)``, the same for every model.
+    ``fold_in(key, c)``, the same for every model. Inside an active
+    :func:`~vaerob_jax.sweeps.parallel.use_devices` block of several devices the models are
+    split over the devices (padded with copies of the last one, dropped again).
 
     Raises:
       ValueError: inputs not of ``clf.image_shape``, labels not (N,) in [0, classes), params
@@ -394,6 +397,11 @@ def evaluate_classifiers(
         raise ValueError(f"params leaves must share one leading model axis, got sizes {sizes}")
     n = xs.shape[0]
     chunk = min(settings.chunk, n)
+    n_models = sizes.pop()
+    grid_mesh = parallel.resolve_mesh()  # models split over an active mesh's devices
+    if grid_mesh is not None:
+        padded, _ = parallel.pad_axis(params, 0, parallel.mesh_size(grid_mesh))
+        params = parallel.shard_axis(padded, grid_mesh)
     parts: list[dict[str, np.ndarray]] = []
     for c, start in enumerate(range(0, n, chunk)):
         xc = xs[start : start + chunk]
@@ -401,7 +409,7 @@ def evaluate_classifiers(
         if pad:
             xc = np.concatenate([xc, np.repeat(xc[-1:], pad, axis=0)])
         out = jax.device_get(_evaluate_chunk(clf, settings, params, xc, jax.random.fold_in(key, c)))
-        parts.append({k: np.asarray(v)[..., : chunk - pad] for k, v in out.items()})
+        parts.append({k: np.asarray(v)[:n_models, ..., : chunk - pad] for k, v in out.items()})
     cat = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
     correct = cat["prediction"] == y[None, :]
     flipped = {"rfgsm": cat["rfgsm"].astype(bool), "pgd": cat["pgd"].astype(bool)}

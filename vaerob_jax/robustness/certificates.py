@@ -18,6 +18,7 @@ import numpy as np
 
 from vaerob_jax.robustness.jacobian import encoder_jacobian_fro_probe, theorem1_bound
 from vaerob_jax.robustness.margin import make_margin_estimator, pgd_attack_fn
+from vaerob_jax.sweeps import parallel
 
 __all__ = ["make_margin_program", "run_in_chunks"]
 
@@ -113,15 +114,29 @@ def run_in_chunks(
     scalars: tuple[jax.Array, ...],
     chunk: int,
     progress: Callable[[int], None] | None = None,
+    mesh: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Runs ``program`` over fixed-size chunks (the last padded by repeating its first row)."""
+    """Runs ``program`` over fixed-size chunks (the last padded by repeating its first row).
+
+    With a mesh of several devices (``mesh=`` or an active
+    :func:`~vaerob_jax.sweeps.parallel.use_devices` block) each chunk, rounded up to a
+    multiple of the device count, is split over the devices; params, key and scalars are
+    copied to each. Randomness follows example ids, so the split does not change results.
+    """
     n = images.shape[0]
+    grid_mesh = parallel.resolve_mesh(mesh)
+    if grid_mesh is not None:
+        d = parallel.mesh_size(grid_mesh)
+        chunk = -(-chunk // d) * d
+        params, key, scalars = parallel.replicate((params, key, scalars), grid_mesh)
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, n, chunk):
         idx = np.arange(start, min(start + chunk, n))
         pad = np.concatenate([idx, np.full(chunk - idx.size, idx[0])])
-        res = program(params, jnp.asarray(images[pad]), jnp.asarray(ids[pad], jnp.int32), key,
-                      *scalars)  # fmt: skip
+        xs, xids = jnp.asarray(images[pad]), jnp.asarray(ids[pad], jnp.int32)
+        if grid_mesh is not None:
+            xs, xids = parallel.shard_axis((xs, xids), grid_mesh)
+        res = program(params, xs, xids, key, *scalars)
         parts.append({k: np.asarray(v)[: idx.size] for k, v in res.items()})
         if progress is not None:
             progress(int(idx.size))

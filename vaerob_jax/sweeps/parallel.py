@@ -25,13 +25,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "AXIS",
     "active_mesh",
+    "call_split",
     "device_mesh",
     "mesh_size",
     "pad_axis",
@@ -91,7 +91,7 @@ def active_mesh() -> Mesh | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-def resolve_mesh(mesh: Mesh | None = None) -> Mesh | None:
+def resolve_mesh(mesh: int | Sequence[Any] | Mesh | None = None) -> Mesh | None:
     """The mesh a computation shards over: ``mesh``, else the active one; None when that has
     one device (the single-device programs then run unchanged)."""
     mesh = active_mesh() if mesh is None else device_mesh(mesh)
@@ -113,11 +113,8 @@ def _padded(leaf: Any, axis: int, size: int) -> Any:
     n = leaf.shape[axis]
     if n == size:
         return leaf
-    xp = np if isinstance(leaf, np.ndarray) else jnp
-    last = xp.take(leaf, xp.asarray([n - 1]), axis=axis)
-    reps = [1] * leaf.ndim
-    reps[axis] = size - n
-    return xp.concatenate([leaf, xp.tile(last, reps)], axis=axis)
+    idx = np.concatenate([np.arange(n), np.full(size - n, n - 1)])
+    return leaf[(slice(None),) * axis + (idx,)]  # a gather: works for PRNG key arrays too
 
 
 def pad_axis(tree: Any, axis: int, multiple: int) -> tuple[Any, int]:
@@ -165,3 +162,27 @@ def take_axis(tree: Any, axis: int, n: int) -> Any:
         return a[(slice(None),) * axis + (slice(0, n),)]
 
     return jax.tree.map(take, tree)
+
+
+def call_split(
+    fn: Any,
+    *args: Any,
+    split: Sequence[int],
+    out_axis: int = 0,
+    mesh: Mesh | int | None = None,
+) -> Any:
+    """``fn(*args)`` with the arguments ``split`` divided over the devices along their leading
+    axis (padded with copies of the last entry) and the others copied to each device; the
+    padding is dropped from axis ``out_axis`` of every output leaf.
+
+    For a jitted program vmapped over independent problems (models, pairs, examples). With no
+    mesh of several devices (argument or active) it is just ``fn(*args)``.
+    """
+    grid_mesh = resolve_mesh(mesh)
+    if grid_mesh is None:
+        return fn(*args)
+    parts, n = pad_axis(tuple(args[i] for i in split), 0, mesh_size(grid_mesh))
+    placed = list(replicate(tuple(args), grid_mesh))
+    for i, part in zip(split, shard_axis(parts, grid_mesh), strict=True):
+        placed[i] = part
+    return take_axis(fn(*placed), out_axis, n)

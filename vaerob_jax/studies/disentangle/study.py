@@ -52,7 +52,7 @@ from vaerob_jax.studies.disentangle.config import (
     validate_disentangle_config,
 )
 from vaerob_jax.studies.runner import CellPlan, StudyRun, model_cells
-from vaerob_jax.sweeps import ResultStore, params_digest
+from vaerob_jax.sweeps import ResultStore, parallel, params_digest
 from vaerob_jax.train import TrainConfig, train_grid
 
 __all__ = [
@@ -312,13 +312,20 @@ def evaluate_stack(
         t0 = time.perf_counter()
         prog = attack_program(model, obj, c.attack_memory, c.penalty)
         n_it = jnp.int32(c.attack_iterations)
-        res = {k: np.asarray(v) for k, v in prog(stack, x, x_t, lams, keys, n_it).items()}
+        # pairs split over the devices of an active mesh (one device: a plain call)
+        out = parallel.call_split(
+            prog, stack, x, x_t, lams, keys, n_it, split=(1, 2, 4), out_axis=1
+        )
+        res = {k: np.asarray(v) for k, v in out.items()}
         t_main = time.perf_counter() - t0
         chk = None
         if n_chk:
             t0 = time.perf_counter()
             n_chk_it = jnp.int32(c.check_factor * c.attack_iterations)
-            chk = prog(stack, x[:n_chk], x_t[:n_chk], lams, keys[:n_chk], n_chk_it)
+            chk = parallel.call_split(
+                prog, stack, x[:n_chk], x_t[:n_chk], lams, keys[:n_chk], n_chk_it,
+                split=(1, 2, 4), out_axis=1,
+            )  # fmt: skip
             chk = {k: np.asarray(chk[k]) for k in ("delta_value", "divergence", "d_norm")}
             t_chk = time.perf_counter() - t0
         else:
