@@ -49,7 +49,7 @@ def _worker(npz: str, tuned: bool, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"applied": applied, "xla_flags": os.environ.get("XLA_FLAGS", "")}
     deltas = {}
     for b in (1, 64):
-        n_calls = 8 if b == 1 else 1
+        n_calls = 1 if b > 1 else (2 if quick else 8)
 
         def call(b: int = b, n_calls: int = n_calls) -> Any:
             return [

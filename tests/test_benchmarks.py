@@ -95,7 +95,7 @@ def _check_cpu_runtime(result: dict) -> None:
 
 def _check_parallel(result: dict) -> None:
     runs = {r["devices"]: r for r in result["runs"]}
-    assert set(runs) | {r["devices"] for r in result["skipped"]} == {1, 2, 4}
+    assert set(runs) | {r["devices"] for r in result["skipped"]} == {1, 4}  # quick: 1 and 4
     assert 1 in runs and runs[1]["attack_vs_one_device"] == 1.0
     for r in runs.values():
         assert r["attack_image_steps_per_s"] > 0 and r["train_example_steps_per_s"] > 0
