@@ -47,6 +47,9 @@ def _matmul_peak(dtype: Any, n: int) -> float:
 
 
 def _worker(devices: int, quick: bool) -> dict[str, Any]:
+    from vaerob_jax.runtime import tune_cpu
+
+    tune_cpu()  # as the vaerob command does (before the backend exists)
     import jax
     import jax.numpy as jnp
 
