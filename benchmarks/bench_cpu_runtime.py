@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import report_json
+
 STEPS, EPS, LATENT = 40, 0.1, 32
 
 
@@ -200,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = (np.asarray(r.pop(key)) for r in (d, t))
         result[f"tuned_vs_default_max_abs_{name}_diff"] = float(np.max(np.abs(a - b)))
         result[f"{name}_max_abs"] = float(np.max(np.abs(a)))
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    report_json(result, args.out)
     return 0
 
 

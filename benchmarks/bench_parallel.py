@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import report_json
+
 COUNTS = (1, 2, 4)
 
 
@@ -169,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("peak_f32_gflops", "peak_bf16_gflops"):
         if name in base:
             result[f"attack_share_of_{name}"] = base["attack_gflops_per_s"] / base[name]
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    report_json(result, args.out)
     return 0
 
 

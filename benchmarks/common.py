@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -68,3 +70,11 @@ def grid_step_flops(model: Any, loss: Any, data: dict, config: Any, k: int) -> f
         return None if np.isnan(flops) else flops
     except Exception:  # the estimate is optional
         return None
+
+
+def report_json(result: dict[str, Any], out: Path | None) -> None:
+    """Prints a benchmark's result as JSON and writes it to ``out`` when given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        out.write_text(text)
