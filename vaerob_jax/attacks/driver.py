@@ -196,23 +196,22 @@ def run_attack(
     if models:
         _model_count(params)  # a malformed stack is refused before anything runs
     grid_mesh = parallel.resolve_mesh(mesh)
-    if grid_mesh is not None:
-        d = parallel.mesh_size(grid_mesh)
-        inputs, _ = parallel.pad_axis(inputs, 0, d)
-        inputs = parallel.shard_axis(inputs, grid_mesh)
-        if paired:
-            budgets = parallel.shard_axis(parallel.pad_axis(budgets, 0, d)[0], grid_mesh)
-        else:
-            budgets = parallel.replicate(budgets, grid_mesh)
-        params, key = parallel.replicate((params, key), grid_mesh)
-        result = _dispatch(attack, layout, name, params, inputs, budgets, key, chunk, models)
-        sample_axis = {"grid": 1, "models": 2, "paired": 0, "paired_models": 1}[layout]
-        result = parallel.take_axis(result, sample_axis, n)
+    if grid_mesh is not None:  # examples (and paired budgets) split, the rest copied
+        result = parallel.call_split(
+            functools.partial(_dispatch, attack, layout, name, chunk=chunk, models=models),
+            params,
+            inputs,
+            budgets,
+            key,
+            split=(1, 2) if paired else (1,),
+            out_axis={"grid": 1, "models": 2, "paired": 0, "paired_models": 1}[layout],
+            mesh=grid_mesh,
+        )
         return jax.device_put(result, jax.local_devices()[0]) if gather else result
-    return _dispatch(attack, layout, name, params, inputs, budgets, key, chunk, models)
+    return _dispatch(attack, layout, name, params, inputs, budgets, key, chunk=chunk, models=models)
 
 
-def _dispatch(attack, layout, name, params, inputs, budgets, key, chunk, models) -> AttackResult:
+def _dispatch(attack, layout, name, params, inputs, budgets, key, *, chunk, models) -> AttackResult:
     if name == "scan":
         return _scan_program(attack, layout, params, inputs, budgets, key)
     if not models:
