@@ -73,7 +73,7 @@ def _check_targeted(targeted: dict) -> None:
 def _check_cpu_runtime(result: dict) -> None:
     for name in ("jax_default", "jax_tuned"):
         r = result[name]
-        assert r["attack_b1_image_steps_per_s"] > 0 and r["attack_b64_image_steps_per_s"] > 0
+        assert r["attack_b64_image_steps_per_s"] > 0  # the quick run times batch 64 only
         assert r["train_b64_ms_per_step"] > 0
     # tuning is applied only when asked, and the flag only where this jaxlib has it
     default, tuned = result["jax_default"], result["jax_tuned"]

@@ -82,6 +82,13 @@ single = train_grid(model, loss, x, {"beta": [2.0]}, cfg, jax.random.key(1), pro
 split_batch = train_grid(model, loss, x, {"beta": [2.0]}, cfg, jax.random.key(1),
                          progress=False, mesh=4)
 out["data_parallel_seen"] = seen[3]
+import dataclasses
+try:
+    train_grid(model, loss, x, grid, dataclasses.replace(cfg, model_axis="sequential"),
+               jax.random.key(1), progress=False, mesh=4)
+    out["sequential_refused"] = ""
+except ValueError as err:
+    out["sequential_refused"] = str(err)
 out["data_parallel_params_diff"] = diff(single.params, split_batch.params)
 with parallel.use_devices(4):  # the active mesh is picked up; one budget per example
     paired = run_attack(attack, one_model, {"x": xs}, jnp.full(6, 0.1), jax.random.key(2),
@@ -148,6 +155,9 @@ def test_four_devices_train_the_grid_to_the_one_device_numbers(four_devices):
     # 12 Adam steps, another program per device: equal to float32 rounding
     assert r["train_params_diff"] <= 1e-5 * r["train_params_scale"] + 1e-6
     assert r["train_loss_diff"] <= 1e-3
+    # the one-model-per-call CPU path cannot split the models: refused, naming the fix
+    assert "model_axis='sequential'" in r["sequential_refused"]
+    assert "'auto' or 'vmap'" in r["sequential_refused"]
 
 
 def test_one_model_on_four_devices_splits_its_batch(four_devices):
