@@ -48,8 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_cpu()  # before the command's first JAX computation (the XLA flag needs that)
     if not hasattr(args, "devices"):
         return int(args.func(args) or 0)
+    from vaerob_jax.sweeps import distributed
     from vaerob_jax.sweeps.parallel import device_mesh, use_devices
 
+    try:  # joins a multi-process run before anything touches a device
+        settings = distributed.settings_from(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as err:
+        parser.error(str(err))
+    distributed.initialize(settings)
     try:
         mesh = device_mesh(args.devices)
     except ValueError as err:

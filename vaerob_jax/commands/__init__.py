@@ -100,7 +100,8 @@ def add_study_flags(parser: argparse.ArgumentParser, overrides: dict[str, tuple[
 
 
 def add_devices_flag(parser: argparse.ArgumentParser) -> None:
-    """--devices N: ``vaerob_jax.cli`` runs the command inside ``use_devices(N)``."""
+    """--devices N (``vaerob_jax.cli`` runs the command inside ``use_devices(N)``) and the
+    multi-process flags (joined by :func:`vaerob_jax.sweeps.distributed.initialize` first)."""
     parser.add_argument(
         "--devices",
         type=int,
@@ -109,6 +110,22 @@ def add_devices_flag(parser: argparse.ArgumentParser) -> None:
         help="split the models and examples over the first N local devices "
         "(default: all of them; one device runs the single-device programs)",
     )
+    group = parser.add_argument_group(
+        "several processes (hosts)",
+        "run the same command on every host of a slice, each with its --process-id, and an "
+        "output folder every host sees; the models and the cells are split between the "
+        "processes and process 0 writes the tables and report (also read from "
+        "VAEROB_COORDINATOR, VAEROB_NUM_PROCESSES, VAEROB_PROCESS_ID)",
+    )
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address and a free port, or 'auto' on a TPU VM slice / SLURM "
+        "(jax.distributed detects the rest)",
+    )
+    group.add_argument("--num-processes", type=int, default=None, metavar="P")
+    group.add_argument("--process-id", type=int, default=None, metavar="I")
 
 
 def flag_changes(args: argparse.Namespace, names: Any) -> dict[str, Any]:

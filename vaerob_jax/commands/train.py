@@ -189,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
         parser.error(f"backbone {args.backbone!r} cannot take {image_shape} images: {err}")
 
     from vaerob_jax.commands import run_reporting_errors
-    from vaerob_jax.sweeps import check_output_dir, lock_output, write_json
+    from vaerob_jax.sweeps import check_output_dir, distributed, lock_output, write_json
+
+    coordinator = distributed.is_coordinator()  # several processes: process 0 writes the files
 
     record = {
         "command": "train",
@@ -217,7 +219,10 @@ def run(args: argparse.Namespace) -> int:
 
     def train() -> Any:
         out = check_output_dir(args.out)
-        with lock_output(out, command="vaerob train"), _interrupt_line(out):
+        with (
+            lock_output(distributed.lock_folder(out), command="vaerob train"),
+            _interrupt_line(out),
+        ):
             result = train_grid(
                 model,
                 objectives.beta_elbo(model, args.kl_reduction),
@@ -231,13 +236,17 @@ def run(args: argparse.Namespace) -> int:
             )
             # Written once the folder's checkpoints were accepted: never describes a run the
             # folder does not hold.
-            write_json(out / "config.json", record)
+            if coordinator:
+                write_json(out / "config.json", record)
         return out, result
 
     code, done = run_reporting_errors("train", train)
     if done is None:
         return code
     out, result = done
+    if not coordinator:
+        print(f"process {distributed.process_index()}: trained its share; process 0 writes {out}")
+        return 0
     figure = plot_loss_curves(out / "metrics.csv", out / "loss_curves.png")
 
     print(f"trained {result.num_models} models for {result.step} steps in {result.elapsed_s:.1f}s")

@@ -46,6 +46,7 @@ from vaerob_jax.sweeps import (
     GridSpec,
     ResultStore,
     check_output_dir,
+    distributed,
     lock_output,
     run_grid,
     write_csv,
@@ -265,27 +266,43 @@ def run_study(
     study.validate(config)  # before normalising, so errors name the config's own fields
     config = study.normalize(config)
     out = check_output_dir(out_dir)
+    count, index = distributed.process_count(), distributed.process_index()
+    coordinator = index == 0
+    if count > 1:
+        plain_log = log
+
+        def log(msg: str) -> None:
+            plain_log(f"(process {index}/{count}) {msg}")
+
     run = StudyRun(out, fresh=fresh, progress=progress, log=log)
     store: ResultStore | None = None
     spec: GridSpec | None = None
+    command = f"vaerob {study.name} (config {config.fingerprint()})"
     try:
-        with lock_output(out, command=f"vaerob {study.name} (config {config.fingerprint()})"):
+        with lock_output(distributed.lock_folder(out), command=command):
             with run.timed("prepare"):
                 inputs = study.prepare(config, run)
-            if fresh:
+            if fresh and coordinator:
                 for folder in study.state_folders:
                     shutil.rmtree(run.out / folder, ignore_errors=True)
             store_cfg = study.store_config(config)
             # Refuses a folder of other settings before training can touch its models.
-            store = ResultStore(run.out / "cells", store_cfg, fresh=fresh)
-            write_json(
-                run.out / "config.json", {**config.to_dict(), "fingerprint": config.fingerprint()}
-            )
+            opened = None
+            if coordinator:
+                opened = ResultStore(run.out / "cells", store_cfg, fresh=fresh)
+                write_json(
+                    run.out / "config.json",
+                    {**config.to_dict(), "fingerprint": config.fingerprint()},
+                )
+            distributed.barrier(f"{study.name}/store")
+            store = opened or ResultStore(run.out / "cells", store_cfg)
             with run.timed("train"):
                 trained = study.train(config, inputs, run)
             plan = study.plan(config, inputs, trained, run)
             spec = plan.spec
-            store = ResultStore(run.out / "cells", store_cfg, spec=spec)  # records the grid
+            if coordinator:
+                store = ResultStore(run.out / "cells", store_cfg, spec=spec)  # records the grid
+            distributed.barrier(f"{study.name}/grid")
             with run.timed("cells"):
                 rows = run_grid(
                     spec,
@@ -295,6 +312,17 @@ def run_study(
                     progress=progress,
                     params_digest=plan.params_digest,
                     finite=plan.finite,
+                    shard=(index, count) if count > 1 else None,
+                )
+            if count > 1:
+                log(f"{len(rows)} rows of this process's cells ready; waiting for the others")
+                distributed.barrier(f"{study.name}/cells")
+                if not coordinator:
+                    distributed.barrier(f"{study.name}/outputs")
+                    log("the coordinator wrote the tables and report")
+                    return _artefacts_of(run.out)
+                rows = store.all_rows(
+                    spec, strict=True, params_digest=plan.params_digest, finite=plan.finite
                 )
             log(f"{len(spec)} cells ready ({run.timings['cells_s']:.0f}s)")
 
@@ -310,12 +338,19 @@ def run_study(
             run.timings["total_s"] = time.perf_counter() - t_start
             write_json(run.out / "timings.json", run.timings)
             run.paths["timings"] = run.out / "timings.json"
+            distributed.barrier(f"{study.name}/outputs")
     except KeyboardInterrupt as err:
         if isinstance(err, RunInterrupted):
             raise
         raise RunInterrupted(interrupted_message(run.out, store, spec)) from None
     log(f"done in {run.timings['total_s']:.0f}s; report: {run.paths['report']}")
     return dict(run.paths)
+
+
+def _artefacts_of(out: Path) -> dict[str, Path]:
+    """The artefacts the coordinator of a multi-process run wrote (its ``artefacts.json``)."""
+    names = json.loads((out / "artefacts.json").read_text())
+    return {k: Path(v) for k, v in names.items()} | {"timings": out / "timings.json"}
 
 
 def interrupted_message(out: Path, store: ResultStore | None, spec: GridSpec | None) -> str:

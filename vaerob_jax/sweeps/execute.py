@@ -61,6 +61,7 @@ def run_grid(
     params_digest: DigestSpec = None,
     finite: Sequence[str] = (),
     arrays_finite: bool | Sequence[str] = True,
+    shard: tuple[int, int] | None = None,
 ) -> list[Row]:
     """Compute every unfinished cell of ``spec``, saving each as it finishes; return all rows.
 
@@ -92,9 +93,14 @@ def run_grid(
         violating it is not saved (NaN in unlisted columns, e.g. an undefined bound, is fine).
       arrays_finite: True: every float array of a result must be finite; a sequence: these
         arrays; False: no check.
+      shard: ``(index, count)``: compute only the groups of cells ``i ≡ index (mod count)``
+        (groups numbered in grid order over the whole grid, so a rerun deals them the same
+        way), as process ``index`` of a ``count``-process run does
+        (:mod:`vaerob_jax.sweeps.distributed`). None: every group.
 
     Returns:
-      All rows of all cells, in grid order (as :meth:`ResultStore.all_rows`).
+      All rows of all cells, in grid order (as :meth:`ResultStore.all_rows`); with ``shard``,
+      the rows of this share's cells only (the other shares' cells may still be in flight).
 
     Raises:
       NonFiniteResultError: some computed cells were non-finite (listed); the other cells of
@@ -105,8 +111,20 @@ def run_grid(
     finite = (finite,) if isinstance(finite, str) else tuple(finite)
     batched = batch_axes is not None
     groups = spec.batches(tuple(batch_axes or ())) if batched else [[c] for c in spec]
+    if shard is not None:
+        index, count = shard
+        if not (isinstance(count, int) and count >= 1 and isinstance(index, int)):
+            raise ValueError(f"shard must be (index, count) with count >= 1, got {shard!r}")
+        if not 0 <= index < count:
+            raise ValueError(f"shard index {index} is outside 0..{count - 1}")
+        groups = groups[index::count]
+        spec_cells = [c for g in groups for c in g]
+    else:
+        spec_cells = list(spec)
     digests = {c.key: digest_for(c, params_digest) for c in spec}
-    status = {c.key: store.status(c, params_digest=digests[c.key], finite=finite) for c in spec}
+    status = {
+        c.key: store.status(c, params_digest=digests[c.key], finite=finite) for c in spec_cells
+    }
     for reason, what in (
         ("stale", "were computed from other model parameters than this run's (params digest)"),
         ("nonfinite", f"hold non-finite values in {list(finite)}"),
@@ -122,8 +140,8 @@ def run_grid(
     pending_groups = [[c for c in g if status[c.key] != "done"] for g in groups]
     n_pending = sum(len(g) for g in pending_groups)
     prog = Progress(
-        len(spec),
-        done=len(spec) - n_pending,
+        len(spec_cells),
+        done=len(spec_cells) - n_pending,
         desc="run_grid",
         unit="cells",
         mode=progress,
@@ -171,4 +189,11 @@ def run_grid(
                 ) from failed[0]
     finally:
         prog.close()
+    if shard is not None:
+        return [
+            r
+            for c in spec_cells
+            if store.done(c, params_digest=digests[c.key], finite=finite)
+            for r in store.load(c).rows
+        ]
     return store.all_rows(spec, params_digest=digests, finite=finite)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from vaerob_jax.sweeps.digest import leaf_digests
@@ -164,10 +165,11 @@ class GridCheckpointer:
     def __init__(self, directory: str | Path, fingerprint: Mapping[str, Any], max_to_keep: int = 2):
         self.directory = Path(directory).absolute()
         self.fingerprint = _normalise(fingerprint)
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        self.directory.mkdir(parents=True, exist_ok=True)  # orbax's create=True syncs processes
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=False, multiprocessing_options=_this_process_only()
         )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         """The newest committed checkpoint step, or None when there is none."""
@@ -183,6 +185,7 @@ class GridCheckpointer:
         arrays, before orbax's background write starts.
         """
         checksums = _checksum_record(state)
+        state = _host_local(state)
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -282,7 +285,7 @@ class GridCheckpointer:
                 + "\nUse another workdir (or delete this one) to train from scratch."
             )
         expected = self._read_checksums(step)
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        target = _restore_target(abstract_state)
         try:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
@@ -316,6 +319,36 @@ _META_FILE = "params_metadata.json"
 _CHECKSUMS_FILE = "params_checksums.json"
 
 
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for a checkpoint that this process reads or writes alone.
+
+    In a multi-process run (:mod:`vaerob_jax.sweeps.distributed`) every process keeps its own
+    checkpoints (its share of a grid) or reads anyone's, and the coordinator writes the shared
+    ones, so no save or restore waits on the other processes; one process: orbax's default.
+    """
+    if jax.process_count() == 1:
+        return ocp.options.MultiprocessingOptions()
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}"
+    )
+
+
+def _host_local(tree: Any) -> Any:
+    """What this process saves: in a multi-process run orbax writes only global arrays, so a
+    process's own arrays go to it as numpy arrays (the same bytes)."""
+    return tree if jax.process_count() == 1 else jax.tree.map(np.asarray, tree)
+
+
+def _restore_target(abstract: Any) -> Any:
+    """Orbax's restore target for ``abstract``: shape/dtype structs, or in a multi-process run
+    numpy arrays (restored on the host; orbax would want a global sharding otherwise)."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+    if jax.process_count() == 1:
+        return target
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
+
+
 def save_params(
     directory: str | Path,
     params: Any,
@@ -334,9 +367,12 @@ def save_params(
 
     Returns:
       The absolute directory (``params_checksums.json`` holds the per-leaf checksums that
-      :func:`load_params` verifies).
+      :func:`load_params` verifies). In a multi-process run only the coordinator (process
+      0) writes: every process holds the same params there.
     """
     path = Path(directory).absolute()
+    if jax.process_index() != 0:
+        return path
     if (path / _PARAMS_DIR).exists():
         if not overwrite:
             raise CheckpointError(f"{path / _PARAMS_DIR} exists; pass overwrite=True to replace")
@@ -345,8 +381,8 @@ def save_params(
     text = json.dumps(dict(metadata or {}), indent=2, sort_keys=True)
     checksums = json.dumps(_checksum_record(params), indent=1, sort_keys=True)
     (path / _CHECKSUMS_FILE).unlink(missing_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(path / _PARAMS_DIR, params)
+    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
+    checkpointer.save(path / _PARAMS_DIR, _host_local(params))
     checkpointer.wait_until_finished()
     checkpointer.close()
     (path / _CHECKSUMS_FILE).write_text(checksums)
@@ -381,8 +417,8 @@ def load_params(directory: str | Path, like: Any = None) -> tuple[Any, dict[str,
             f"{path / _META_FILE} is unreadable: {err}; save the params again "
             "(save_params(..., overwrite=True))"
         ) from err
-    target = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    checkpointer = ocp.StandardCheckpointer()
+    target = None if like is None else _restore_target(like)
+    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
     try:
         params = checkpointer.restore(path / _PARAMS_DIR, target)
     except Exception as err:

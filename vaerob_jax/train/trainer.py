@@ -16,6 +16,7 @@ steps ran ~3x slower (ENVIRONMENT_NOTES).
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import time
@@ -27,9 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaerob_jax.sweeps import parallel
+from vaerob_jax.sweeps import distributed, parallel
 from vaerob_jax.sweeps.progress import Progress
-from vaerob_jax.train.checkpoint import CheckpointError, CheckpointMismatchError, GridCheckpointer
+from vaerob_jax.train.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    GridCheckpointer,
+    checkpoint_steps,
+)
 from vaerob_jax.train.config import TrainConfig
 from vaerob_jax.train.fingerprint import grid_fingerprint
 from vaerob_jax.train.grid import (
@@ -218,6 +224,7 @@ def train_grid(
     progress: bool = True,
     extend: bool = False,
     mesh: Any = None,
+    split_processes: bool = True,
 ) -> TrainResult:
     """Trains one model per grid entry with a batch-level loss, in one compiled step.
 
@@ -256,6 +263,12 @@ def train_grid(
         its models; with at most half as many models as devices (and a batch size the device
         count divides) each model's batch is split over the devices instead (data parallel).
         Checkpoints hold the K real models, so a run resumes on any device count.
+      split_processes: in a multi-process run (:mod:`vaerob_jax.sweeps.distributed`),
+        process p trains the models k ≡ p (mod P) on its own devices, with checkpoints in
+        ``workdir/process-p-of-P``, and the processes then swap their models, so every
+        process returns the whole grid (the coordinator also stores it as the run's final
+        checkpoint, which later runs on any number of processes load). False: every process
+        trains the whole grid itself.
 
     Returns:
       A :class:`TrainResult` with the stacked params (model k = grid entry k).
@@ -289,6 +302,14 @@ def train_grid(
     loss.check(list(tgrid.values), list(data_np))
     loss.check_values({**tgrid.values, **tgrid.hp}, data_np)
     num_models = tgrid.num_models
+    if split_processes and distributed.process_count() > 1:
+        finished = workdir is not None and config.steps in checkpoint_steps(
+            Path(workdir).absolute() / "checkpoints"
+        )
+        if not finished:  # a finished grid is loaded below, by every process alike
+            return _train_split(
+                model, loss, data, tgrid, config, key, workdir, progress, extend, mesh, t_start
+            )
     init_keys, data_keys, loss_keys = model_streams(key, tgrid.seeds)
     step_config = step_settings(config)
     grid_mesh = parallel.resolve_mesh(mesh)
@@ -349,16 +370,12 @@ def train_grid(
         metric_names = _check_metrics(
             program.metric_shapes(*args, jnp.int32(start)), tgrid, loss.name
         )
-        if out_dir is not None:
-            rows = [
-                {"model": k, **{c: float_or_int(v[k]) for c, v in tgrid.values.items()}}
-                for k in range(num_models)
-            ]
-            (out_dir / "grid.json").write_text(
-                json.dumps({"models": rows, "fingerprint": fingerprint}, indent=2)
-            )
+        # Several processes loading one finished grid: only the coordinator rewrites its files.
+        writes = not split_processes or distributed.is_coordinator()
+        if out_dir is not None and writes:
+            _write_grid_json(out_dir, tgrid, fingerprint)
         metrics_log = MetricsLog(
-            None if out_dir is None else out_dir / "metrics.csv",
+            out_dir / "metrics.csv" if out_dir is not None and writes else None,
             tgrid.values,
             metric_names,
             resume_step=start,
@@ -411,3 +428,136 @@ def train_grid(
         workdir=out_dir,
         elapsed_s=time.perf_counter() - t_start,
     )
+
+
+def _write_grid_json(out_dir: Path, tgrid: TrainGrid, fingerprint: Any) -> None:
+    rows = [
+        {"model": k, **{c: float_or_int(v[k]) for c, v in tgrid.values.items()}}
+        for k in range(tgrid.num_models)
+    ]
+    (out_dir / "grid.json").write_text(
+        json.dumps({"models": rows, "fingerprint": fingerprint}, indent=2)
+    )
+
+
+def _train_split(
+    model: Any,
+    loss: Any,
+    data: Any,
+    tgrid: TrainGrid,
+    config: TrainConfig,
+    key: jax.Array,
+    workdir: str | Path | None,
+    progress: bool,
+    extend: bool,
+    mesh: Any,
+    t_start: float,
+) -> TrainResult:
+    """:func:`train_grid` over several processes: each trains its share, then all swap.
+
+    Process p trains models k ≡ p (mod P) (with more processes than models, process p ≥ K
+    trains a copy of model p mod K and drops it). Each share is an ordinary grid run whose
+    keys come from its models' own seeds, so model k is the model the whole grid would train.
+    """
+    num_models, count, me = (
+        tgrid.num_models,
+        distributed.process_count(),
+        distributed.process_index(),
+    )
+    owner = np.arange(num_models) % count
+    mine = np.nonzero(owner == me)[0]
+    if mine.size == 0:
+        mine = np.array([me % num_models])
+    sub_grid = {name: np.asarray(v)[mine] for name, v in tgrid.values.items()}
+    out_dir = None if workdir is None else Path(workdir).absolute()
+    sub = train_grid(
+        model,
+        loss,
+        data,
+        sub_grid,
+        config,
+        key,
+        workdir=None if out_dir is None else out_dir / f"process-{me}-of-{count}",
+        progress=progress,
+        extend=extend,
+        mesh=mesh,
+        split_processes=False,
+    )
+    shares = distributed.all_gather_trees("train_grid", (sub.params, sub.opt_state, sub.history))
+
+    def merged(part: int) -> Any:
+        """Leaf-wise: the K models' entries of ``part`` (0 params, 1 opt_state) in grid order."""
+
+        def leaf(*per_process: np.ndarray) -> np.ndarray:
+            out = np.empty((num_models, *per_process[0].shape[1:]), per_process[0].dtype)
+            for p, values in enumerate(per_process):
+                idx = np.nonzero(owner == p)[0]
+                out[idx] = values[: idx.size]
+            return out
+
+        return jax.tree.map(leaf, *(share[part] for share in shares))
+
+    params, opt_state = merged(0), merged(1)
+    # Shares resumed from different checkpoints logged different steps in this call: the
+    # history keeps the steps every share logged.
+    steps = shares[0][2]["step"]
+    for share in shares[1:]:
+        steps = np.intersect1d(steps, share[2]["step"])
+    history = {"step": np.asarray(steps, np.int64)}
+    for name in shares[0][2]:
+        if name == "step":
+            continue
+        cols = np.empty((steps.size, num_models), np.float64)
+        for p, share in enumerate(shares):
+            idx = np.nonzero(owner == p)[0]
+            rows = np.searchsorted(share[2]["step"], steps)
+            cols[:, idx] = share[2][name][rows][:, : idx.size]
+        history[name] = cols
+    if out_dir is not None and distributed.is_coordinator():
+        # The whole grid as the run's final checkpoint: a later run on any number of
+        # processes (or one) loads it instead of training again.
+        data_np = prepare_data(data, getattr(model, "image_shape", None))
+        fingerprint = grid_fingerprint(model, loss, data_np, tgrid, config, key)
+        ckpt = GridCheckpointer(out_dir / "checkpoints", fingerprint, config.max_to_keep)
+        try:
+            ckpt.save(
+                config.steps,
+                {"params": params, "opt_state": opt_state, "step": jnp.int32(config.steps)},
+            )
+        finally:
+            ckpt.close()
+        _write_grid_json(out_dir, tgrid, fingerprint)
+        _merge_metrics(out_dir, count, owner)
+    device = jax.local_devices()[0]
+    return TrainResult(
+        params=jax.device_put(params, device),
+        opt_state=jax.device_put(opt_state, device),
+        grid=dict(tgrid.values),
+        history=history,
+        step=config.steps,
+        resumed_from=sub.resumed_from,
+        workdir=out_dir,
+        elapsed_s=time.perf_counter() - t_start,
+    )
+
+
+def _merge_metrics(out_dir: Path, count: int, owner: np.ndarray) -> None:
+    """``out_dir/metrics.csv`` from the shares' files (every step each share ever logged, its
+    model numbers made the grid's; ``elapsed_s`` stays each process's own clock)."""
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for p in range(count):
+        path = out_dir / f"process-{p}-of-{count}" / "metrics.csv"
+        models = np.nonzero(owner == p)[0]
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = header or list(reader.fieldnames or [])
+            for row in reader:
+                j = int(row["model"])
+                if j < models.size:  # a share's stand-in copy (more processes than models)
+                    rows.append({**row, "model": str(int(models[j]))})
+    rows.sort(key=lambda r: (int(r["step"]), int(r["model"])))
+    with open(out_dir / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header or [])
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,186 @@
+"""Issue 14, several processes: settings, the split of cells and models, and a real
+two-process run (``jax.distributed`` with a local coordinator, 2 emulated CPU devices each)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaerob_jax.sweeps import GridSpec, ResultStore, run_grid
+from vaerob_jax.sweeps.distributed import settings_from
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_settings_come_from_flags_or_environment():
+    s = settings_from("10.0.0.2:1234", 4, 3, env={})
+    assert (s.coordinator, s.num_processes, s.process_id) == ("10.0.0.2:1234", 4, 3)
+    env = {"VAEROB_COORDINATOR": "h:99", "VAEROB_NUM_PROCESSES": "2", "VAEROB_PROCESS_ID": "1"}
+    s = settings_from(env=env)
+    assert (s.coordinator, s.num_processes, s.process_id) == ("h:99", 2, 1)
+    assert settings_from(process_id=0, env=env).process_id == 0  # a flag beats the variable
+    assert settings_from(env={}).single
+    assert settings_from("h:1", 1, 0, env={}).single  # one process needs no coordination
+    assert settings_from("auto", env={}).coordinator == "auto"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("h:1", 2, 2), "process_id must be in 0..1"),
+        (("h:1", 0, 0), "num_processes must be >= 1"),
+        (("h:1", 2, None), "needs process_id"),
+        ((None, 2, 1), "need a coordinator address"),
+        (("no-port", 2, 0), "HOST:PORT"),
+        (("auto", 2, 0), "do not also give them"),
+        (("h:1", "two", 0), "must be an integer"),
+    ],
+)
+def test_bad_settings_are_named_before_anything_starts(args, message):
+    with pytest.raises(ValueError, match=message):
+        settings_from(*args, env={})
+
+
+def test_shards_of_a_grid_are_disjoint_cover_it_and_reproduce_the_whole_run(tmp_path):
+    spec = GridSpec({"a": [0, 1, 2, 3, 4], "b": [10, 20]})
+    seen: list[list[tuple[int, int]]] = []
+
+    def compute(cells):
+        seen.append([(c["a"], c["b"]) for c in cells])
+        return [[{"v": c["a"] * 100 + c["b"]}] for c in cells]
+
+    whole = run_grid(
+        spec, compute, ResultStore(tmp_path / "one", {}, spec=spec), batch_axes=("b",),
+        progress=False,
+    )  # fmt: skip
+    seen.clear()
+    store = ResultStore(tmp_path / "three", {}, spec=spec)
+    shares = [
+        run_grid(spec, compute, store, batch_axes=("b",), progress=False, shard=(i, 3))
+        for i in range(3)
+    ]
+    # Groups (all b of one a) are dealt round-robin: share i gets a = i, i + 3, ...
+    assert [sorted({a for a, _ in g}) for g in seen] == [[0], [3], [1], [4], [2]]
+    assert sorted(r["v"] for s in shares for r in s) == sorted(r["v"] for r in whole)
+    assert [r["a"] for r in shares[1]] == [1, 1, 4, 4]
+    assert store.all_rows(spec, strict=True) == whole
+    # A rerun of a finished share computes nothing.
+    seen.clear()
+    run_grid(spec, compute, store, batch_axes=("b",), progress=False, shard=(2, 3))
+    assert seen == []
+    with pytest.raises(ValueError, match="outside 0..2"):
+        run_grid(spec, compute, store, progress=False, shard=(3, 3))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _launch(script: str, *args: str, port: int, count: int = 2) -> list[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "VAEROB_COORDINATOR": f"127.0.0.1:{port}",
+        "VAEROB_NUM_PROCESSES": str(count),
+        "PYTHONPATH": str(ROOT),
+    }
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            env={**env, "VAEROB_PROCESS_ID": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(count)
+    ]
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str]]:
+    out = []
+    for p in procs:
+        try:
+            text, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        out.append((p.returncode, text))
+    return out
+
+
+_TRAIN = r"""
+import sys
+import numpy as np, jax
+from vaerob_jax import objectives
+from vaerob_jax.models import make_vae
+from vaerob_jax.sweeps import distributed
+from vaerob_jax.train import TrainConfig, train_grid
+distributed.initialize(distributed.settings_from())
+assert len(jax.local_devices()) == 2 and len(jax.devices()) == 4
+model = make_vae("mlp", (6, 6, 1), latent_dim=3, hidden=(16,))
+data = np.asarray(jax.random.uniform(jax.random.key(1), (64, 6, 6, 1)))
+res = train_grid(
+    model, objectives.beta_elbo(model), data, {"beta": [0.5, 1.0, 4.0], "seed": [0, 1, 2]},
+    TrainConfig(steps=12, batch_size=16, log_every=4), jax.random.key(3),
+    workdir=sys.argv[1], progress=False,
+)
+leaves = [np.asarray(a) for a in jax.tree.leaves(res.params)]
+np.savez(f"{sys.argv[1]}/params-{distributed.process_index()}.npz", *leaves,
+         loss=res.history["loss"])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_grid_as_one_process_does(tmp_path):
+    """Process p trains models k ≡ p (mod 2) on its 2 devices, the processes swap them: both
+    return the 3-model grid one process trains (to 1e-5: the shares are other vmapped
+    programs), and the coordinator stores it as the run's final checkpoint."""
+    import jax
+
+    from vaerob_jax import objectives
+    from vaerob_jax.models import make_vae
+    from vaerob_jax.train import TrainConfig, train_grid
+
+    work = tmp_path / "grid"
+    results = _finish(_launch(_TRAIN, str(work), port=_free_port()))
+    for rc, text in results:
+        assert rc == 0, text[-3000:]
+    model = make_vae("mlp", (6, 6, 1), latent_dim=3, hidden=(16,))
+    data = np.asarray(jax.random.uniform(jax.random.key(1), (64, 6, 6, 1)))
+    ref = train_grid(
+        model, objectives.beta_elbo(model), data, {"beta": [0.5, 1.0, 4.0], "seed": [0, 1, 2]},
+        TrainConfig(steps=12, batch_size=16, log_every=4), jax.random.key(3), progress=False,
+    )  # fmt: skip
+    ref_leaves = [np.asarray(a) for a in jax.tree.leaves(ref.params)]
+    for p in (0, 1):
+        with np.load(work / f"params-{p}.npz") as z:
+            got = [z[f"arr_{i}"] for i in range(len(ref_leaves))]
+            np.testing.assert_allclose(z["loss"], ref.history["loss"], rtol=1e-5)
+        for a, b in zip(got, ref_leaves):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in work.glob("process-*")) == ["process-0-of-2", "process-1-of-2"]
+    from vaerob_jax.train.progress import read_metrics
+
+    merged = read_metrics(work / "metrics.csv")
+    assert list(merged["step"]) == [4, 4, 4, 8, 8, 8, 12, 12, 12]
+    assert list(merged["model"]) == [0, 1, 2] * 3
+    np.testing.assert_allclose(merged["loss"].reshape(3, 3), ref.history["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(merged["beta"][:3], [0.5, 1.0, 4.0])
+    # The merged grid loads as a finished run in one process, without training again.
+    again = train_grid(
+        model, objectives.beta_elbo(model), data, {"beta": [0.5, 1.0, 4.0], "seed": [0, 1, 2]},
+        TrainConfig(steps=12, batch_size=16, log_every=4), jax.random.key(3), workdir=work,
+        progress=False,
+    )  # fmt: skip
+    assert again.resumed_from == 12
+    for a, b in zip(jax.tree.leaves(again.params), got):
+        np.testing.assert_array_equal(np.asarray(a), b)
