@@ -13,8 +13,20 @@ Run:
         --out results/celeba [--devices N]
 
 (the same as ``vaerob subgroups --preset celeb_a --devices N --out results/celeba``). An
-interrupted run resumes: finished models and (β, ε) cells are kept. One host only: a
-multi-host slice (``jax.distributed``) is refused with a message, not run half-way.
+interrupted run resumes: finished models and (β, ε) cells are kept.
+
+On a multi-host slice, the same command on every host, with an output folder all hosts see
+(NFS, a GCS FUSE mount) and the data prepared on each (or on the shared folder):
+    # TPU VM slice (jax.distributed reads the slice's metadata):
+    gcloud compute tpus tpu-vm ssh NAME --worker=all --command \
+      "cd REPO && TFDS_DATA_DIR=/data/tfds .venv/bin/python \
+       -m experiments.subgroups_celeba_devices --out /shared/celeba --coordinator auto"
+    # GPU hosts: host 0's address and a free port, and each host's index
+    .venv/bin/python -m experiments.subgroups_celeba_devices --out /shared/celeba \
+        --coordinator HOST0:8476 --num-processes 2 --process-id I
+Process p trains the β grid's models k ≡ p (mod P) and attacks its share of the cells on its
+own devices; process 0 writes the tables and the report. A run that lost a host is resumed by
+the same command on every host: only the missing models and cells are computed.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vaerob_jax.commands import add_devices_flag
 from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS, SubgroupStudyConfig
 
 __all__ = ["get_config", "main"]
@@ -35,7 +48,7 @@ def get_config() -> SubgroupStudyConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumed)")
-    parser.add_argument("--devices", type=int, default=None, help="default: all local ones")
+    add_devices_flag(parser)  # --devices and the multi-process flags
     args = parser.parse_args(argv)
     from vaerob_jax.runtime import tune_cpu
 
@@ -43,19 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from vaerob_jax.studies.subgroups import run_subgroup_study
+    from vaerob_jax.sweeps import distributed
     from vaerob_jax.sweeps.parallel import device_mesh, mesh_size, use_devices
 
-    if jax.process_count() > 1:
-        raise SystemExit(
-            f"{jax.process_count()} processes: several hosts are not supported yet; "
-            "run on one host (all its local devices are used)"
-        )
+    try:
+        settings = distributed.settings_from(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as err:
+        parser.error(str(err))
+    distributed.initialize(settings)  # before the first device is touched
     try:
         mesh = device_mesh(args.devices)
     except ValueError as err:
         parser.error(f"--devices: {err}")
     with use_devices(mesh):
-        print(f"{mesh_size(mesh)} {jax.devices()[0].platform} device(s): {mesh.devices.tolist()}")
+        print(
+            f"process {distributed.process_index()} of {distributed.process_count()}: "
+            f"{mesh_size(mesh)} {jax.devices()[0].platform} device(s) {mesh.devices.tolist()}"
+        )
         paths = run_subgroup_study(get_config(), args.out)
     print(f"report: {paths['report']}")
     return 0
