@@ -16,6 +16,8 @@ attack does not confirm (the README gives the main job's gaps).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,3 +75,20 @@ def test_default_attack_objective_is_within_two_percent_of_four_times_its_comput
     assert np.all(strong < 0.02), strong  # the 2 % promise, on the attack's objective
     dc_change = medians["strong"]["delta_c"] / base["delta_c"] - 1
     assert np.all(np.abs(dc_change) < 0.05), dc_change  # Δc follows, less tightly
+    # Mixed precision (issue 14): the same attack run in bfloat16 finds δ whose float32
+    # latent shift and Δc are as good, within what more compute changes (measured: objective
+    # medians -0.17 ... +0.37 %, Δc -1.7 ... +0.1 %); δ stays in its ball and the pixel box.
+    mixed = study_attacks(dataclasses.replace(cfg, attack_dtype="bfloat16"), model)["default"]
+    res = atk.run_attack(mixed, params, {"x": xs}, budget, key)
+    delta = np.asarray(res.delta[0])
+    assert np.max(np.abs(delta)) <= 0.1 + 1e-6
+    assert np.min(np.asarray(xs) + delta) >= -1e-6 and np.max(np.asarray(xs) + delta) <= 1 + 1e-6
+    ev = evaluate_attacks(model, params, xs, res.delta)  # measured in float32
+    bf16 = {
+        name: np.array([np.median(np.asarray(ev[col][0])[ids == g]) for g in np.unique(ids)])
+        for name, col in (("objective", "latent_shift"), ("delta_c", "delta_c"))
+    }
+    shift16 = bf16["objective"] / base["objective"] - 1
+    assert np.all(np.abs(shift16) < 0.02), shift16
+    dc16 = bf16["delta_c"] / base["delta_c"] - 1
+    assert np.all(np.abs(dc16) < 0.05), dc16

@@ -116,3 +116,36 @@ def test_wrong_input_shape_is_named(tiny_model, tiny_params):
         tiny_model.posterior(tiny_params, jnp.zeros((9, 8, 1)))
     with pytest.raises(ValueError, match="expected z"):
         tiny_model.decode(tiny_params, jnp.zeros((5,)))
+
+
+def test_bfloat16_compute_runs_the_layers_in_bfloat16_and_returns_float32():
+    from vaerob_jax.models import with_compute_dtype
+
+    model = make_vae("conv32", (32, 32, 3), latent_dim=8)
+    params = model.init(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3))
+    mixed = with_compute_dtype(model, "bfloat16")
+    assert mixed.spec() == {**model.spec(), "compute_dtype": "bfloat16"}
+    assert with_compute_dtype(mixed, "float32").spec() == model.spec()  # old fingerprints kept
+    jaxpr = str(jax.make_jaxpr(mixed.embed)(params, x))
+    # every convolution and matmul of the encoder takes bfloat16 operands
+    convs = [ln for ln in jaxpr.splitlines() if "conv_general_dilated" in ln or "dot_general" in ln]
+    assert convs and all("bf16" in ln for ln in convs), convs
+    assert "bf16" not in str(jax.make_jaxpr(model.embed)(params, x))
+    mu32, mu16 = model.embed(params, x), mixed.embed(params, x)
+    assert mu16.dtype == jnp.float32 and mixed.decode(params, mu16).dtype == jnp.float32
+    # bfloat16 keeps 8 bits of mantissa: agreement to a few parts in a hundred, not better
+    err = float(jnp.max(jnp.abs(mu16 - mu32)) / jnp.max(jnp.abs(mu32)))
+    assert 1e-5 < err < 5e-2, err
+    grads = jax.grad(lambda d: jnp.sum(mixed.embed(params, x + d) ** 2))(jnp.zeros_like(x))
+    assert grads.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(grads)))
+
+
+def test_compute_dtype_errors_are_named():
+    from vaerob_jax.models import make_dae, with_compute_dtype
+
+    model = make_vae("mlp", (6, 6, 1), latent_dim=3, hidden=(8,))
+    with pytest.raises(ValueError, match="compute dtype must be one of"):
+        with_compute_dtype(model, "float16")
+    with pytest.raises(TypeError, match="Gaussian VAE"):
+        with_compute_dtype(make_dae("mlp", (6, 6, 1), latent_dim=3, hidden=(8,)), "bfloat16")

@@ -48,6 +48,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "norm": (str, "threat model: linf or l2"),
     "attack_steps": (int, "PGD steps"),
     "attack_rule": (str, "step rule: sign or adam"),
+    "attack_dtype": (str, "attack precision: float32 or bfloat16 (mixed; Δc stays float32)"),
     "attack_step": (float, "step size as a fraction of ε (default 0.25)"),
     "restarts": (int, "random restarts per example (best kept)"),
     "n_per_subgroup": (int, "attacked examples per subgroup"),

@@ -26,9 +26,10 @@ from vaerob_jax.models.protocol import (
     check_autoencoder,
     check_classifier,
 )
-from vaerob_jax.models.vae import LIKELIHOODS, VAE, make_vae
+from vaerob_jax.models.vae import COMPUTE_DTYPES, LIKELIHOODS, VAE, make_vae, with_compute_dtype
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "BACKBONES",
     "HIERARCHICAL_KINDS",
     "LIKELIHOODS",
@@ -50,5 +51,6 @@ __all__ = [
     "make_gmm_prior",
     "make_hierarchical",
     "make_vae",
+    "with_compute_dtype",
     "predict",
 ]

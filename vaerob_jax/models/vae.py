@@ -53,6 +53,11 @@ class VAE:
       likelihood: 'bernoulli' (decoder emits logits) or 'gaussian' (decoder mean is
         sigmoid(output), fixed observation std ``obs_std``).
       logvar_range: the open interval the encoder log-variance is soft-clamped into.
+      compute_dtype: 'float32', or 'bfloat16' for mixed precision (:func:`with_compute_dtype`):
+        the encoder and decoder run on bfloat16 copies of their params and inputs (matmuls and
+        convolutions in bfloat16, accumulated in float32 by the accelerators' kernels) and
+        return float32; params, what callers compute from the outputs (attack state,
+        objectives, metrics) and everything else stay float32.
     """
 
     encoder: nn.Module
@@ -64,6 +69,7 @@ class VAE:
     logvar_range: tuple[float, float] = (-12.0, 8.0)
     backbone: str = ""
     hidden: tuple[int, ...] | None = None
+    compute_dtype: str = "float32"
 
     # -- construction -------------------------------------------------------------------------
     def init(self, key: jax.Array, example_x: jax.Array | None = None) -> Params:
@@ -83,14 +89,27 @@ class VAE:
             "obs_std": self.obs_std,
             "logvar_range": list(self.logvar_range),
             "hidden": None if self.hidden is None else list(self.hidden),
+            # float32 models keep the spec (and the checkpoints' fingerprints) they had
+            **({} if self.compute_dtype == "float32" else {"compute_dtype": self.compute_dtype}),
         }
+
+    def _compute(self, variables: Any, inputs: jax.Array) -> tuple[Any, jax.Array]:
+        """The variables and inputs a module runs on: bfloat16 copies for mixed precision."""
+        if self.compute_dtype == "float32":
+            return variables, inputs
+        dtype = jnp.dtype(self.compute_dtype)
+
+        def cast(a: Any) -> Any:
+            return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+        return jax.tree.map(cast, variables), cast(inputs)
 
     # -- the protocol -------------------------------------------------------------------------
     def posterior(self, params: Params, x: jax.Array) -> DiagGaussian:
         """q(z|x) = N(mu, diag(exp(logvar))), the log-variance soft-clamped."""
         xb, single = as_batch(x, self.image_shape)
-        out: Any = self.encoder.apply({"params": params["encoder"]}, xb)
-        mu, raw = out
+        out: Any = self.encoder.apply(*self._compute({"params": params["encoder"]}, xb))
+        mu, raw = (o.astype(jnp.float32) for o in out)
         logvar = soft_clamp(raw, *self.logvar_range)
         return DiagGaussian(mu[0], logvar[0]) if single else DiagGaussian(mu, logvar)
 
@@ -101,7 +120,8 @@ class VAE:
     def decode_logits(self, params: Params, z: jax.Array) -> jax.Array:
         """Raw decoder output: Bernoulli logits, or the pre-sigmoid Gaussian mean."""
         zb, single = as_batch(z, (self.latent_dim,), "z")
-        out: Any = self.decoder.apply({"params": params["decoder"]}, zb)
+        out: Any = self.decoder.apply(*self._compute({"params": params["decoder"]}, zb))
+        out = out.astype(jnp.float32)
         return out[0] if single else out
 
     def decode(self, params: Params, z: jax.Array) -> jax.Array:
@@ -116,6 +136,26 @@ class VAE:
         """log p(x|z) summed over pixels; one value per example."""
         logits = self.decode_logits(params, z)
         return log_likelihood_from_logits(self.likelihood, x, logits, self.obs_std)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def with_compute_dtype(model: VAE, dtype: str) -> VAE:
+    """``model`` computing in ``dtype`` ('float32' or 'bfloat16', mixed precision); the same
+    params work for both (they stay float32 and are cast inside each call).
+
+    Raises:
+      ValueError: an unknown dtype. TypeError: a model without mixed precision (only the
+        Gaussian VAE has it).
+    """
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
+    if not isinstance(model, VAE):
+        raise TypeError(
+            f"mixed precision is built for the Gaussian VAE, not {type(model).__name__}"
+        )
+    return dataclasses.replace(model, compute_dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)

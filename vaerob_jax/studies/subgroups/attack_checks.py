@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaerob_jax import attacks as atk
-from vaerob_jax.models import VAE
+from vaerob_jax.models import VAE, with_compute_dtype
 from vaerob_jax.robustness import evaluate_attacks
 from vaerob_jax.studies.common import study_key
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
@@ -39,10 +39,11 @@ def study_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, atk.Atta
     its stronger variants ('doubled', 'strong'), by name."""
 
     frac = config.attack_step
+    attacked = with_compute_dtype(model, config.attack_dtype)
 
     def attack(steps: int, restarts: int) -> atk.Attack:
         return atk.pgd(
-            atk.latent_damage(model),
+            atk.latent_damage(attacked),
             norm=config.norm,
             steps=steps,
             step_size=None if frac is None else (lambda eps: frac * eps),

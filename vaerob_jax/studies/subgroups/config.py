@@ -53,6 +53,9 @@ class SubgroupStudyConfig:
     # 2-6 % at equal cost; 40 steps x 3 restarts at ε/4 is then within 2.7 % of 2x steps.
     attack_steps: int = 40
     attack_rule: str = "sign"
+    # 'bfloat16': the attack's forward and backward passes in mixed precision (bfloat16
+    # params and activations, float32 attack state); Δc is measured in float32 either way.
+    attack_dtype: str = "float32"
     # Step size as a fraction of ε (None: the engine's 2.5·ε/steps); with rule 'adam' it is
     # Adam's learning rate relative to ε.
     attack_step: float | None = 0.25

@@ -167,7 +167,8 @@ def report_sections(
             "reading": (
                 f"{config.dataset} ({config.backbone}, latent {config.latent_dim}), β ∈ {betas}, "
                 f"{config.norm} ε ∈ {list(config.eps)}, {config.attack_steps}-step "
-                f"{config.attack_rule} PGD maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000); Δc = "
+                f"{config.attack_rule} PGD maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000)"
+                f"{precision_note(config.attack_dtype)}; Δc = "
                 f"‖g(μ(x+δ)) − g(μ(x))‖₂ (Eq. 5); {config.n_per_subgroup} attacked examples per "
                 f"subgroup ({', '.join(f'{k}: {v}' for k, v in counts.items())}); config "
                 f"fingerprint {config_fingerprint(config)}."
@@ -285,3 +286,10 @@ def report_sections(
         }
     )
     return sections
+
+
+def precision_note(dtype: str) -> str:
+    """What the Setting says about the attack's precision (nothing for float32)."""
+    if dtype == "float32":
+        return ""
+    return f", run in {dtype} mixed precision (Δc measured in float32)"

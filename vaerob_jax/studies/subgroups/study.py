@@ -32,7 +32,7 @@ from vaerob_jax.data import (
     sample_per_subgroup,
     size_kwargs,
 )
-from vaerob_jax.models import VAE, make_classifier, make_vae, predict
+from vaerob_jax.models import COMPUTE_DTYPES, VAE, make_classifier, make_vae, predict
 from vaerob_jax.robustness import DEVIATION_KINDS, evaluate_attacks
 from vaerob_jax.studies.common import canonical_grid, study_key, train_config_for
 from vaerob_jax.studies.runner import CellPlan, StudyRun
@@ -114,6 +114,10 @@ def validate_config(config: SubgroupStudyConfig) -> None:
     if config.attack_rule not in atk.PGD_RULES:
         raise ValueError(
             f"unknown attack_rule {config.attack_rule!r}; choose one of {atk.PGD_RULES}"
+        )
+    if config.attack_dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"unknown attack_dtype {config.attack_dtype!r}; choose one of {COMPUTE_DTYPES}"
         )
     if config.sample_split not in SAMPLE_SPLITS:
         raise ValueError(
@@ -410,6 +414,8 @@ class SubgroupStudy:
         # keeps finished cells) nor the settings of the statistics and figures computed later.
         store_cfg = {k: v for k, v in config.to_dict().items() if k not in POST_PROCESSING_FIELDS}
         store_cfg["cell_rows"] = "attack diagnostics, model digest"  # older cells lack them
+        if config.attack_dtype == "float32":  # the folders of float32 runs stay valid
+            del store_cfg["attack_dtype"]
         return store_cfg
 
     def outputs(
