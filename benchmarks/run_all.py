@@ -1,7 +1,8 @@
 """Runs every benchmark and writes one JSON per benchmark into ``--out`` (default
 ``results/benchmarks``). ``--quick`` uses tiny shapes; the full run takes ~8 min
 on 2 CPU cores (about 9 with bench_fairness, about 11-12 with bench_dae, ~1 min more with
-bench_targeted, ~3 min more with bench_cpu_runtime, ~3 min more with bench_parallel).
+bench_targeted, ~3 min more with bench_cpu_runtime, ~3 min more with bench_parallel, ~3 min
+more with bench_precision).
 
     python -m benchmarks.run_all [--quick] [--out DIR]
 """
@@ -23,6 +24,7 @@ BENCHMARKS = (
     "bench_targeted",
     "bench_cpu_runtime",
     "bench_parallel",
+    "bench_precision",
 )
 
 

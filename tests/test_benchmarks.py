@@ -103,6 +103,17 @@ def _check_parallel(result: dict) -> None:
         assert r["attack_gflops_per_s"] > 0 or math.isnan(r["attack_gflops_per_s"])
 
 
+def _check_precision(result: dict) -> None:
+    arms = result["arms"]
+    assert set(arms) == {"float32", "float32_other_key", "bfloat16"}
+    for arm in arms.values():
+        assert arm["image_steps_per_s"] > 0 and arm["failed"] == 0
+        assert 0 < arm["max_abs_delta"] <= result["eps"] + 1e-6  # moved, inside its ball
+        assert len(arm["median_delta_c"]) == len(result["subgroups"]) == 4
+    # same key, float32 vs bfloat16: close but not the same program
+    assert 0 < result["max_abs_relative_change_bfloat16"] < 0.5
+
+
 CHECKS = {
     "bench_attacks": _check_attacks,
     "bench_attack_strength": _check_strength,
@@ -113,6 +124,7 @@ CHECKS = {
     "bench_targeted": _check_targeted,
     "bench_cpu_runtime": _check_cpu_runtime,
     "bench_parallel": _check_parallel,
+    "bench_precision": _check_precision,
 }
 
 
@@ -125,7 +137,8 @@ def test_every_benchmark_has_a_check():
 def test_quick_benchmark_writes_a_sane_report(name, tmp_path):
     module = importlib.import_module(f"benchmarks.{name}")
     out = tmp_path / f"{name}.json"
-    extra = ["--workdir", str(tmp_path / "model")] if name == "bench_attack_strength" else []
+    trains = ("bench_attack_strength", "bench_precision")
+    extra = ["--workdir", str(tmp_path / "model")] if name in trains else []
     module.main(["--quick", "--out", str(out), *extra])
     CHECKS[name](json.loads(out.read_text()))
 
