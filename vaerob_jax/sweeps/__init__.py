@@ -4,6 +4,8 @@
 fingerprint and to the digest of the models it came from (``params_digest``), and never
 commit a non-finite result (see ``vaerob_jax.sweeps.store`` for the guarantees);
 ``check_output_dir`` and ``lock_output`` make an output folder safe to run into.
+``sweeps.parallel`` lays grid axes over a process's devices, ``sweeps.distributed`` splits a
+study between processes (hosts).
 """
 
 from vaerob_jax.sweeps.checks import NonFiniteResultError, check_finite
