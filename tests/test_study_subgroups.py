@@ -122,6 +122,15 @@ def test_tables_have_the_promised_shape(study):
         assert c["converged"] == int(c["converged_steps"] and abs(c["change_strong"]) < 0.02)
         assert c["seed_median_min"] <= c["median_default"] <= c["seed_median_max"]
         assert c["strong_steps"] == CANON.convergence_factor * CANON.attack_steps
+        objective = [
+            r["attack_value"]
+            for r in dev
+            if (r["beta"], r["eps"], r["subgroup"]) == (c["beta"], eps_max, c["subgroup"])
+        ]
+        np.testing.assert_allclose(c["objective_default"], np.median(objective), rtol=1e-12)
+        # the strong attack starts where the default does and keeps its best iterate: it can
+        # only gain in the objective it maximises (up to float32 rounding)
+        assert c["objective_change_strong"] > -1e-5
     acc = read_csv(paths["classifier_accuracy"])
     assert {r["input"] for r in acc} == {"clean", "recon", "adv_recon"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in acc)
@@ -275,8 +284,11 @@ def test_a_cell_whose_attack_never_moved_raises_and_partial_failures_are_logged(
         check_attack_cells(cells, diag, logged.append)
 
 
-def _conv_row(beta, subgroup, default, doubled, strong, seeds=(0.0, 0.0)):
-    return {
+def _conv_row(beta, subgroup, default, doubled, strong, seeds=(0.0, 0.0), objective=None):
+    extra = {} if objective is None else {
+        "objective_change_doubled": objective[0], "objective_change_strong": objective[1],
+    }  # fmt: skip
+    return extra | {
         "beta": beta, "eps": 0.1, "subgroup": subgroup, "steps": 40, "restarts": 3,
         "median_default": default, "median_doubled": doubled, "strong_steps": 160,
         "strong_restarts": 3, "median_strong": strong,
@@ -304,6 +316,17 @@ def test_readings_follow_the_convergence_table():
     ]
     text = convergence_reading(restarts)
     assert "more random starts do" in text and "raise restarts" in text
+    assert "own objective" not in text  # a table without the objective columns
+    # The objective converged while Δc moved: what the main job measures.
+    restarts = [
+        _conv_row(1.0, "young-men", 8.0, 8.05, 8.9, objective=(0.0003, 0.004)),
+        _conv_row(1.0, "old-women", 10.0, 10.1, 10.2, objective=(0.0001, 0.013)),
+    ]
+    text = convergence_reading(restarts)
+    assert "at most 0.03 % when the steps double and 1.30 % under the strong" in text
+    assert "converged in what it maximises" in text
+    restarts[0]["objective_change_strong"] = 0.05
+    assert "not converged in its own objective either" in convergence_reading(restarts)
     # The re-attack of the brief: young-men's median rises 17 % and overtakes old-women.
     flipped = [
         _conv_row(1.0, "young-men", 8.05, 8.6, 9.46),

@@ -71,21 +71,22 @@ def run_convergence(
 ) -> dict[str, np.ndarray]:
     """Δc of every example under the stronger attacks and under the default attack from
     ``attack_seeds - 1`` other random starts, at one ε: arrays ``dc_<arm>`` and
-    ``dc_seed<k>`` (N,), stored with the cell so a resumed run reuses them."""
+    ``dc_seed<k>`` (N,), and the stronger attacks' best objective values ``obj_<arm>`` (the
+    latent shift they maximise), stored with the cell so a resumed run reuses them."""
     budget = jnp.asarray([eps], jnp.float32)
     out: dict[str, np.ndarray] = {}
 
-    def delta_c(attack: atk.Attack, key: jax.Array) -> np.ndarray:
+    def delta_c(attack: atk.Attack, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
         res = atk.run_attack(attack, params, {"x": xs}, budget, key)
         m = evaluate_attacks(model, params, xs, res.delta, kind=config.deviation_kind)
-        return np.asarray(m["delta_c"][0], np.float64)
+        return np.asarray(m["delta_c"][0], np.float64), np.asarray(res.value[0], np.float64)
 
     # Same start as the study's attack: the arms differ only in steps (and restarts).
     key = study_key(config.seed, "attack")
     for arm in CONVERGENCE_ARMS:
-        out[f"dc_{arm}"] = delta_c(attacks[arm], key)
+        out[f"dc_{arm}"], out[f"obj_{arm}"] = delta_c(attacks[arm], key)
     for k in range(1, config.attack_seeds):
-        out[f"dc_seed{k}"] = delta_c(attacks["default"], study_key(config.seed, f"attack/{k}"))
+        out[f"dc_seed{k}"] = delta_c(attacks["default"], study_key(config.seed, f"attack/{k}"))[0]
     return out
 
 

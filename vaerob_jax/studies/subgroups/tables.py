@@ -140,6 +140,7 @@ def convergence_table(
         arrays = cell_arrays(store, cell)
         cell_rows = [r for r in rows if r["beta"] == beta and r["eps"] == eps_max]
         dc = np.asarray([r["delta_c"] for r in cell_rows], np.float64)
+        objective = np.asarray([r["attack_value"] for r in cell_rows], np.float64)
         labels = [r["subgroup"] for r in cell_rows]
         seeds = [dc] + [arrays[f"dc_seed{k}"] for k in range(1, config.attack_seeds)]
         for g in sorted(set(labels), key=labels.index):
@@ -148,6 +149,13 @@ def convergence_table(
             doubled = float(np.median(arrays["dc_doubled"][m]))
             strong = float(np.median(arrays["dc_strong"][m]))
             seed_meds = [float(np.median(s[m])) for s in seeds]
+            # The attack's own objective (the latent shift it maximises); cells stored before
+            # it was recorded have no obj_* arrays.
+            obj = float(np.median(objective[m]))
+            obj_arm = {
+                arm: float(np.median(arrays[f"obj_{arm}"][m])) if f"obj_{arm}" in arrays else np.nan
+                for arm in ("doubled", "strong")
+            }
             out.append(
                 {
                     "beta": beta,
@@ -167,6 +175,9 @@ def convergence_table(
                     "seed_median_min": min(seed_meds),
                     "seed_median_max": max(seed_meds),
                     "seed_spread": _relative(max(seed_meds), med) - _relative(min(seed_meds), med),
+                    "objective_default": obj,
+                    "objective_change_doubled": _relative(obj_arm["doubled"], obj),
+                    "objective_change_strong": _relative(obj_arm["strong"], obj),
                     # steps: doubling them moves the median < 2 %; converged: the strong attack
                     # (more steps AND restarts) does not move it by more either
                     "converged_steps": int(abs(_relative(doubled, med)) < CONVERGENCE_TOLERANCE),
