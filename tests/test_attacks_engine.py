@@ -144,3 +144,28 @@ def test_result_is_a_pytree_with_matching_leading_axes(tiny_model, tiny_params, 
     assert isinstance(res, AttackResult)
     assert res.delta.shape == (2, 5, 8, 8, 1)
     assert res.value.shape == res.start_value.shape == res.nonfinite.shape == (2, 5)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_schedule_moves_a_linear_objective_by_the_sum_of_its_steps(schedule):
+    """On a linear objective sign-PGD moves every pixel by its step size each step, so after T
+    steps δ_T − δ_0 = sign(w)·α·Σ_t m(t): T·α for 'constant', α·Σ 0.5(1 + cos(πt/T)) for
+    'cosine' (an open ball: the projection never binds)."""
+    w = jnp.array([[[1.0], [-2.0]], [[0.5], [3.0]]])
+    x = jnp.zeros((2, 2, 1))
+
+    def objective(params, inputs, delta, key):
+        return jnp.sum(w * delta)
+
+    def moved(steps):
+        attack = make_attack(objective, ball("linf", None), "sign", steps, step_size=0.1,
+                             schedule=schedule)  # fmt: skip
+        return attack.run(None, {"x": x}, jnp.float32(100.0), jax.random.key(0)).delta
+
+    t = np.arange(10)
+    factor = np.ones(10) if schedule == "constant" else 0.5 * (1 + np.cos(np.pi * t / 10))
+    np.testing.assert_allclose(
+        moved(10) - moved(0), np.sign(w) * 0.1 * factor.sum(), rtol=1e-5, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="unknown schedule"):
+        make_attack(objective, ball("linf", None), "sign", 3, schedule="linear")

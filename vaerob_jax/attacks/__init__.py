@@ -22,6 +22,7 @@ Example:
 from vaerob_jax.attacks.constraints import CONSTRAINTS, NORMS, norm_of, project_l2_box
 from vaerob_jax.attacks.driver import DRIVER_ENV_VAR, DRIVERS, loop_driver, run_attack
 from vaerob_jax.attacks.engine import (
+    SCHEDULES,
     Attack,
     AttackFailedError,
     AttackResult,
@@ -63,6 +64,7 @@ __all__ = [
     "NORMS",
     "PENALTY_NORMS",
     "PGD_RULES",
+    "SCHEDULES",
     "RULES",
     "Attack",
     "AttackFailedError",

@@ -45,11 +45,15 @@ __all__ = [
     "AttackFailedError",
     "AttackResult",
     "AttackState",
+    "SCHEDULES",
     "Objective",
     "as_inputs",
     "make_attack",
     "validate_inputs",
 ]
+
+#: Step-size schedules over the steps of an attack (see :func:`make_attack`).
+SCHEDULES = ("constant", "cosine")
 
 Objective = Callable[[Any, Mapping[str, jax.Array], jax.Array, jax.Array], jax.Array]
 StepSize = float | Callable[[jax.Array], jax.Array] | None
@@ -195,6 +199,7 @@ def make_attack(
     *,
     image_shape: tuple[int, ...] | None = None,
     requires: tuple[str, ...] | None = None,
+    schedule: str = "constant",
 ) -> Attack:
     """Builds an attack from its pieces (see the module docstring).
 
@@ -210,6 +215,11 @@ def make_attack(
       image_shape: expected (H, W, C) of ``inputs['x']``; taken from ``objective.image_shape``
         (set by this package's objectives) when omitted.
       requires: input names the objective reads; from ``objective.requires`` when omitted.
+      schedule: 'constant' (every step the same size) or 'cosine' (step t is the step size
+        times ``0.5 * (1 + cos(π t / steps))``, from the full step down to ~0: large moves
+        first, then a refinement of the best point instead of sign steps oscillating at the
+        full size around it). A cosine schedule depends on ``steps``, so an attack with more
+        steps no longer repeats the shorter one's trajectory.
 
     Returns:
       An :class:`Attack`.
@@ -218,6 +228,8 @@ def make_attack(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if int(restarts) < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     if isinstance(step_size, int | float) and not (np.isfinite(step_size) and step_size >= 0):
         raise ValueError(f"step_size must be finite and >= 0, got {step_size}")
     step_rule = make_rule(rule, threat.norm if threat.norm in ("linf", "l2") else "l2")
@@ -265,6 +277,8 @@ def make_attack(
         x = inputs["x"]
         budget = jnp.asarray(budget, x.dtype)
         a = alpha(budget)
+        if schedule == "cosine":
+            a = a * (0.5 * (1.0 + jnp.cos(jnp.pi * state.t / max(steps, 1)))).astype(a.dtype)
 
         def one(delta, rule_state, best_delta, best_value, start_value, nonfinite, k_steps):
             k_t = jax.random.fold_in(k_steps, state.t)

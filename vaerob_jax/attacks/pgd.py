@@ -27,6 +27,7 @@ def pgd(
     *,
     constraint: str = "project",
     image_shape: tuple[int, ...] | None = None,
+    schedule: str = "constant",
 ) -> Attack:
     """Builds a projected-gradient maximum-damage attack (Eq. 4 of 000; Eq. 5 of 001).
 
@@ -44,6 +45,8 @@ def pgd(
         reference code: ‖δ‖ = ε exactly after every step, no pixel clipping).
       image_shape: expected (H, W, C), for input validation; taken from the objective
         (``objective.image_shape``, set by this package's objectives) when omitted.
+      schedule: 'constant' or 'cosine' step sizes over the steps
+        (:func:`~vaerob_jax.attacks.make_attack`).
 
     Returns:
       An :class:`~vaerob_jax.attacks.Attack`; ``attack.run(params, inputs, eps, key)``
@@ -64,4 +67,5 @@ def pgd(
         step_size,
         restarts,
         image_shape=image_shape,
+        schedule=schedule,
     )

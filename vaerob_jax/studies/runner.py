@@ -28,6 +28,15 @@ the models differ; a cell whose declared columns are non-finite is never stored 
 
 A Ctrl-C ends with :class:`RunInterrupted`, whose message says what the folder kept
 (finished cells, the last checkpoint) and that the same command resumes.
+
+In a multi-process run (:mod:`vaerob_jax.sweeps.distributed`) every process runs the same
+steps on the same shared folder: process 0 holds the folder's lock, discards state for
+``fresh``, opens the cell store and writes ``config.json`` before the others open it; training
+splits the grid's models between the processes; each process computes its share of the cells
+(``run_grid(shard=...)``); after a barrier process 0 alone reads every cell and writes the
+tables, figures and report while the others wait at a last barrier. A process that dies stops
+the others at their next barrier (once the coordination service misses its heartbeats); the
+same command on every host then resumes.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ def study_attacks(config: SubgroupStudyConfig, model: VAE) -> dict[str, atk.Atta
             step_size=None if frac is None else (lambda eps: frac * eps),
             rule=config.attack_rule,
             restarts=restarts,
+            schedule=config.attack_schedule,
         )
 
     s, r = config.attack_steps, config.restarts

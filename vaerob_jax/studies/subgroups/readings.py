@@ -199,7 +199,8 @@ def report_sections(
             "reading": (
                 f"{config.dataset} ({config.backbone}, latent {config.latent_dim}), β ∈ {betas}, "
                 f"{config.norm} ε ∈ {list(config.eps)}, {config.attack_steps}-step "
-                f"{config.attack_rule} PGD maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000)"
+                f"{config.attack_rule} PGD ({schedule_note(config)}, best of {config.restarts} "
+                "random starts) maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000)"
                 f"{precision_note(config.attack_dtype)}; Δc = "
                 f"‖g(μ(x+δ)) − g(μ(x))‖₂ (Eq. 5); {config.n_per_subgroup} attacked examples per "
                 f"subgroup ({', '.join(f'{k}: {v}' for k, v in counts.items())}); config "
@@ -327,3 +328,11 @@ def precision_note(dtype: str) -> str:
     if dtype == "float32":
         return ""
     return f", run in {dtype} mixed precision (Δc measured in float32)"
+
+
+def schedule_note(config: SubgroupStudyConfig) -> str:
+    """The attack's step sizes in words, from the config."""
+    step = "2.5·ε/steps" if config.attack_step is None else f"{config.attack_step:g}·ε"
+    if config.attack_schedule == "cosine":
+        return f"steps cosine-decayed from {step}"
+    return f"steps of {step}"

@@ -115,6 +115,10 @@ def validate_config(config: SubgroupStudyConfig) -> None:
         raise ValueError(
             f"unknown attack_rule {config.attack_rule!r}; choose one of {atk.PGD_RULES}"
         )
+    if config.attack_schedule not in atk.SCHEDULES:
+        raise ValueError(
+            f"unknown attack_schedule {config.attack_schedule!r}; choose one of {atk.SCHEDULES}"
+        )
     if config.attack_dtype not in COMPUTE_DTYPES:
         raise ValueError(
             f"unknown attack_dtype {config.attack_dtype!r}; choose one of {COMPUTE_DTYPES}"
