@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import report_json
+from benchmarks.common import best_of, report_json
 
 COUNTS = (1, 2, 4)
 
@@ -79,12 +79,7 @@ def _worker(devices: int, quick: bool) -> dict[str, Any]:
             run_attack(attack, params, {"x": x}, eps, jax.random.key(2), mesh=devices)
         )
 
-    res = attack_once()
-    best = np.inf
-    for _ in range(1 if quick else 3):
-        t = time.perf_counter()
-        res = attack_once()
-        best = min(best, time.perf_counter() - t)
+    res, best = best_of(attack_once, 1 if quick else 3)
     out: dict[str, Any] = {
         "devices": devices,
         "platform": jax.devices()[0].platform,

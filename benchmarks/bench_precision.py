@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import report_json
+from benchmarks.common import best_of, report_json
 
 
 def run(quick: bool, workdir: Path, eps: float = 0.1) -> dict[str, Any]:
@@ -76,12 +75,7 @@ def run(quick: bool, workdir: Path, eps: float = 0.1) -> dict[str, Any]:
         def once(attack: Any = attack, key: Any = key) -> Any:
             return jax.block_until_ready(atk.run_attack(attack, params, {"x": xs}, budget, key))
 
-        res = once()
-        best = np.inf
-        for _ in range(1 if quick else 3):
-            t = time.perf_counter()
-            res = once()
-            best = min(best, time.perf_counter() - t)
+        res, best = best_of(once, 1 if quick else 3)
         dc = np.asarray(evaluate_attacks(model, params, xs, res.delta)["delta_c"][0])
         out["arms"][name] = {
             "median_delta_c": [float(np.median(dc[ids == g])) for g in np.unique(ids)],

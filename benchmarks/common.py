@@ -72,6 +72,19 @@ def grid_step_flops(model: Any, loss: Any, data: dict, config: Any, k: int) -> f
         return None
 
 
+def best_of(fn: Any, repeats: int) -> tuple[Any, float]:
+    """Calls ``fn()`` once to compile and warm up, then ``repeats`` more times; returns the last
+    result and the fastest of the timed calls in seconds (``fn`` blocks until its result is
+    ready)."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return result, best
+
+
 def report_json(result: dict[str, Any], out: Path | None) -> None:
     """Prints a benchmark's result as JSON and writes it to ``out`` when given."""
     text = json.dumps(result, indent=1)
