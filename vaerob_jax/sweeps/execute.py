@@ -189,11 +189,6 @@ def run_grid(
                 ) from failed[0]
     finally:
         prog.close()
-    if shard is not None:
-        return [
-            r
-            for c in spec_cells
-            if store.done(c, params_digest=digests[c.key], finite=finite)
-            for r in store.load(c).rows
-        ]
+    if shard is not None:  # every cell of the share is done here (a failure raised above)
+        return [r for c in spec_cells for r in store.load(c, params_digest=digests[c.key]).rows]
     return store.all_rows(spec, params_digest=digests, finite=finite)

@@ -308,7 +308,7 @@ def train_grid(
         )
         if not finished:  # a finished grid is loaded below, by every process alike
             return _train_split(
-                model, loss, data, tgrid, config, key, workdir, progress, extend, mesh, t_start
+                model, loss, data_np, tgrid, config, key, workdir, progress, extend, mesh, t_start
             )
     init_keys, data_keys, loss_keys = model_streams(key, tgrid.seeds)
     step_config = step_settings(config)
@@ -443,7 +443,7 @@ def _write_grid_json(out_dir: Path, tgrid: TrainGrid, fingerprint: Any) -> None:
 def _train_split(
     model: Any,
     loss: Any,
-    data: Any,
+    data_np: dict[str, np.ndarray],
     tgrid: TrainGrid,
     config: TrainConfig,
     key: jax.Array,
@@ -465,7 +465,8 @@ def _train_split(
         distributed.process_index(),
     )
     owner = np.arange(num_models) % count
-    mine = np.nonzero(owner == me)[0]
+    owned = [np.nonzero(owner == p)[0] for p in range(count)]  # grid indices of each share
+    mine = owned[me]
     if mine.size == 0:
         mine = np.array([me % num_models])
     sub_grid = {name: np.asarray(v)[mine] for name, v in tgrid.values.items()}
@@ -473,7 +474,7 @@ def _train_split(
     sub = train_grid(
         model,
         loss,
-        data,
+        data_np,
         sub_grid,
         config,
         key,
@@ -490,8 +491,7 @@ def _train_split(
 
         def leaf(*per_process: np.ndarray) -> np.ndarray:
             out = np.empty((num_models, *per_process[0].shape[1:]), per_process[0].dtype)
-            for p, values in enumerate(per_process):
-                idx = np.nonzero(owner == p)[0]
+            for idx, values in zip(owned, per_process, strict=True):
                 out[idx] = values[: idx.size]
             return out
 
@@ -508,15 +508,13 @@ def _train_split(
         if name == "step":
             continue
         cols = np.empty((steps.size, num_models), np.float64)
-        for p, share in enumerate(shares):
-            idx = np.nonzero(owner == p)[0]
+        for idx, share in zip(owned, shares, strict=True):
             rows = np.searchsorted(share[2]["step"], steps)
             cols[:, idx] = share[2][name][rows][:, : idx.size]
         history[name] = cols
     if out_dir is not None and distributed.is_coordinator():
         # The whole grid as the run's final checkpoint: a later run on any number of
         # processes (or one) loads it instead of training again.
-        data_np = prepare_data(data, getattr(model, "image_shape", None))
         fingerprint = grid_fingerprint(model, loss, data_np, tgrid, config, key)
         ckpt = GridCheckpointer(out_dir / "checkpoints", fingerprint, config.max_to_keep)
         try:
@@ -527,7 +525,7 @@ def _train_split(
         finally:
             ckpt.close()
         _write_grid_json(out_dir, tgrid, fingerprint)
-        _merge_metrics(out_dir, count, owner)
+        _merge_metrics(out_dir, owned)
     device = jax.local_devices()[0]
     return TrainResult(
         params=jax.device_put(params, device),
@@ -541,14 +539,13 @@ def _train_split(
     )
 
 
-def _merge_metrics(out_dir: Path, count: int, owner: np.ndarray) -> None:
+def _merge_metrics(out_dir: Path, owned: list[np.ndarray]) -> None:
     """``out_dir/metrics.csv`` from the shares' files (every step each share ever logged, its
     model numbers made the grid's; ``elapsed_s`` stays each process's own clock)."""
     rows: list[dict[str, str]] = []
     header: list[str] | None = None
-    for p in range(count):
-        path = out_dir / f"process-{p}-of-{count}" / "metrics.csv"
-        models = np.nonzero(owner == p)[0]
+    for p, models in enumerate(owned):
+        path = out_dir / f"process-{p}-of-{len(owned)}" / "metrics.csv"
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
             header = header or list(reader.fieldnames or [])
