@@ -51,18 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     add_devices_flag(parser)  # --devices and the multi-process flags
     args = parser.parse_args(argv)
     from vaerob_jax.runtime import tune_cpu
+    from vaerob_jax.sweeps import distributed
 
+    try:  # refused before anything else happens
+        settings = distributed.settings_from(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as err:
+        parser.error(str(err))
     tune_cpu()  # a no-op for accelerators' kernels; before the backend exists
     import jax
 
     from vaerob_jax.studies.subgroups import run_subgroup_study
-    from vaerob_jax.sweeps import distributed
     from vaerob_jax.sweeps.parallel import device_mesh, mesh_size, use_devices
 
-    try:
-        settings = distributed.settings_from(args.coordinator, args.num_processes, args.process_id)
-    except ValueError as err:
-        parser.error(str(err))
     distributed.initialize(settings)  # before the first device is touched
     try:
         mesh = device_mesh(args.devices)

@@ -190,9 +190,11 @@ def test_two_processes_train_a_grid_as_one_process_does(tmp_path):
 def test_the_commands_refuse_bad_process_flags_with_exit_2(argv, tmp_path, capsys):
     from vaerob_jax.cli import main
 
+    flags = os.environ.get("XLA_FLAGS")
     with pytest.raises(SystemExit) as err:
         main([*argv, str(tmp_path / "o"), "--num-processes", "2", "--process-id", "1"])
     assert err.value.code == 2
+    assert os.environ.get("XLA_FLAGS") == flags  # refused before the CPU settings are applied
     assert "need a coordinator address" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -200,7 +202,9 @@ def test_the_commands_refuse_bad_process_flags_with_exit_2(argv, tmp_path, capsy
 def test_the_accelerator_script_refuses_bad_process_flags(tmp_path, capsys):
     from experiments.subgroups_celeba_devices import main
 
+    flags = os.environ.get("XLA_FLAGS")
     with pytest.raises(SystemExit) as err:
         main(["--out", str(tmp_path), "--coordinator", "h:1", "--num-processes", "2"])
     assert err.value.code == 2
+    assert os.environ.get("XLA_FLAGS") == flags
     assert "needs process_id" in capsys.readouterr().err

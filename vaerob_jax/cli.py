@@ -44,18 +44,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
     from vaerob_jax.runtime import tune_cpu
-
-    tune_cpu()  # before the command's first JAX computation (the XLA flag needs that)
-    if not hasattr(args, "devices"):
-        return int(args.func(args) or 0)
     from vaerob_jax.sweeps import distributed
+
+    settings = None
+    if hasattr(args, "devices"):
+        try:  # refused before anything else happens
+            settings = distributed.settings_from(
+                args.coordinator, args.num_processes, args.process_id
+            )
+        except ValueError as err:
+            parser.error(str(err))
+    tune_cpu()  # before the command's first JAX computation (the XLA flag needs that)
+    if settings is None:
+        return int(args.func(args) or 0)
     from vaerob_jax.sweeps.parallel import device_mesh, use_devices
 
-    try:  # joins a multi-process run before anything touches a device
-        settings = distributed.settings_from(args.coordinator, args.num_processes, args.process_id)
-    except ValueError as err:
-        parser.error(str(err))
-    distributed.initialize(settings)
+    distributed.initialize(settings)  # joins a multi-process run before any device is touched
     try:
         mesh = device_mesh(args.devices)
     except ValueError as err:
