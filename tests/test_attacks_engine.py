@@ -18,6 +18,7 @@ from vaerob_jax.attacks import (
     run_attack,
 )
 from vaerob_jax.attacks.driver import _scan_program
+from vaerob_jax.attacks.steps import apgd_checkpoints, apgd_rule
 
 D_IN, D_Z = 6, 3
 
@@ -127,7 +128,10 @@ def test_nonfinite_objective_is_reported_not_hidden(tiny_model, tiny_params, tin
     assert np.all(np.isfinite(np.asarray(res.delta)))
 
 
-@pytest.mark.parametrize(("rule", "norm"), [("sign", "linf"), ("sign", "l2"), ("adam", "linf")])
+@pytest.mark.parametrize(
+    ("rule", "norm"),
+    [("sign", "linf"), ("sign", "l2"), ("adam", "linf"), ("apgd", "linf"), ("apgd", "l2")],
+)
 def test_every_rule_raises_the_objective_over_its_start(rule, norm, tiny_model, tiny_params):
     xs = jax.random.uniform(jax.random.key(3), (8, 8, 8, 1), minval=0.2, maxval=0.8)
     attack = make_attack(latent_damage(tiny_model), ball(norm), rule=rule, steps=12)
@@ -169,3 +173,57 @@ def test_a_schedule_moves_a_linear_objective_by_the_sum_of_its_steps(schedule):
     )
     with pytest.raises(ValueError, match="unknown schedule"):
         make_attack(objective, ball("linf", None), "sign", 3, schedule="linear")
+
+
+def test_apgd_checkpoints_are_the_published_ones():
+    """Auto-PGD's checkpoints for 100 iterations (Croce & Hein 2020, §3.2): p_1 = 0.22 and
+    p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)."""
+    assert apgd_checkpoints(100) == (22, 41, 57, 70, 80, 87, 93, 99)
+    assert apgd_checkpoints(40) == (9, 17, 23, 28, 32, 35, 38, 40)
+    assert apgd_checkpoints(0) == ()
+
+
+def _run_rule(losses, steps):
+    """Feeds the rule a fixed loss sequence (gradient +1 everywhere, identity projection)."""
+    rule = apgd_rule(steps, "linf")
+    delta = jnp.zeros((3,))
+    state = rule.init(delta)
+    for loss in losses:
+        upd, state = rule.update(
+            jnp.ones((3,)), state, delta, value=jnp.float32(loss), step_size=1.0,
+            project=lambda d: d,
+        )  # fmt: skip
+        delta = delta + upd
+    return state
+
+
+def test_apgd_halves_its_step_at_every_checkpoint_where_the_objective_stalls():
+    steps = 100
+    stalled = _run_rule([1.0] * steps, steps)  # the loss never falls: halve at all 8
+    assert float(stalled.scale) == 0.5 ** len(apgd_checkpoints(steps))
+    improving = _run_rule(list(np.linspace(0, -1, steps)), steps)  # falls at every step
+    assert float(improving.scale) == 1.0
+    # falls in 2 of every 3 steps (< 75 %) and keeps a new best: halves at every checkpoint
+    # whose window holds enough steps to fall short of 75 %
+    zigzag = [-(t // 3) - 0.5 * (t % 3 == 1) for t in range(steps)]
+    assert float(_run_rule(zigzag, steps).scale) < 1.0
+
+
+def test_apgd_converges_to_an_interior_maximum_that_fixed_sign_steps_oscillate_around():
+    """max −‖δ − a‖² over the L∞ ball of radius 1, a inside: the maximiser is a. Sign steps of
+    a fixed size 2ε can only reach points on their lattice; Auto-PGD halves its way down."""
+    a = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (4, 4, 1)), jnp.float32)
+
+    def objective(params, inputs, delta, key):
+        return -jnp.sum(jnp.square(delta - a))
+
+    def best(rule, step):
+        attack = make_attack(objective, ball("linf", None), rule, 100, step_size=step)
+        return attack.run(None, {"x": jnp.zeros((4, 4, 1))}, jnp.float32(1.0), jax.random.key(0))
+
+    apgd, fixed = best("apgd", 2.0), best("sign", 2.0)
+    assert float(jnp.max(jnp.abs(apgd.delta - a))) < 0.05
+    assert float(jnp.max(jnp.abs(fixed.delta - a))) > 0.2
+    assert float(apgd.value) > float(fixed.value)
+    with pytest.raises(ValueError, match="halves its own step"):
+        make_attack(objective, ball("linf", None), "apgd", 10, step_size=2.0, schedule="cosine")

@@ -60,6 +60,8 @@ CONFIGS = [
     dict(obj="output", norm="l2", rule="adam", constraint="project", normalize="minmax"),
     dict(obj="latent_sampled", norm="linf", rule="adam", constraint="rescale", normalize="minmax"),
     dict(obj="output", norm="l2", rule="sign", constraint="rescale", normalize=None),
+    dict(obj="latent", norm="linf", rule="apgd", constraint="project", normalize=None),
+    dict(obj="output", norm="l2", rule="apgd", constraint="project", normalize=None),
 ]
 
 

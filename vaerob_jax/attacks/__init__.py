@@ -3,7 +3,8 @@
 * threats: :func:`ball` (hard L∞/L2 budget ∩ pixel box) and :func:`penalty` (λ‖δ‖ charged
   against the objective, pixel box only);
 * step rules (optax transformations with extra arguments): :func:`sign_rule`,
-  :func:`adam_rule`, :func:`lbfgs_rule`;
+  :func:`adam_rule`, :func:`apgd_rule` (Auto-PGD's momentum and step halving),
+  :func:`lbfgs_rule`;
 * objectives ``(params, inputs, delta, key) -> scalar`` to maximise: :func:`latent_damage`
   (Eq. 4 of 000), :func:`output_damage` (Eq. 5 of 001, Eq. 13 of 003);
 * :func:`make_attack` / :func:`pgd` build an :class:`Attack` for one example;
@@ -44,7 +45,14 @@ from vaerob_jax.attacks.objectives import (
     perturbed_input,
 )
 from vaerob_jax.attacks.pgd import PGD_RULES, pgd
-from vaerob_jax.attacks.steps import RULES, adam_rule, lbfgs_rule, sign_rule
+from vaerob_jax.attacks.steps import (
+    RULES,
+    adam_rule,
+    apgd_checkpoints,
+    apgd_rule,
+    lbfgs_rule,
+    sign_rule,
+)
 from vaerob_jax.attacks.targeted import (
     code_distance_objective,
     dlgm_latent_objective,
@@ -73,6 +81,8 @@ __all__ = [
     "Objective",
     "Threat",
     "adam_rule",
+    "apgd_checkpoints",
+    "apgd_rule",
     "ball",
     "code_distance_objective",
     "dlgm_latent_objective",

@@ -23,8 +23,10 @@ run reproduces the uninterrupted one):
 3. Evaluate δ_steps too; return the best iterate of the best restart with its value, the
    start's value and the number of non-finite steps (:class:`AttackResult`).
 
-Keeping the best iterate makes the result monotone in the number of steps and restarts:
-restart 0 of an R-restart attack follows the 1-restart trajectory of the same key.
+Keeping the best iterate makes the result monotone in the number of restarts (restart 0 of
+an R-restart attack follows the 1-restart trajectory of the same key) and, for a constant
+step size, in the number of steps; a cosine schedule and the 'apgd' rule's checkpoints are
+laid out over the steps, so there a longer attack takes another path.
 """
 
 from __future__ import annotations
@@ -206,9 +208,11 @@ def make_attack(
     Args:
       objective: ``(params, inputs, delta, key) -> scalar`` to maximise.
       threat: :func:`~vaerob_jax.attacks.ball` or :func:`~vaerob_jax.attacks.penalty`.
-      rule: 'sign', 'adam', 'lbfgs' or an optax ``GradientTransformationExtraArgs``.
+      rule: 'sign', 'adam', 'apgd' (Auto-PGD's momentum and step halving), 'lbfgs' or an
+        optax ``GradientTransformationExtraArgs``.
       steps: number of steps (>= 0).
-      step_size: None: 2.5·ε/steps for a ball (relative to the budget, an array expression),
+      step_size: None: 2.5·ε/steps for a ball (2ε for 'apgd', its initial step; relative
+        to the budget, an array expression),
         required for a penalty with a first-order rule (the budget is a weight, not a
         length); a float for an absolute step; or a callable ``budget -> step``.
       restarts: random starts per example; the best final value is kept (vmapped, argmax).
@@ -232,7 +236,11 @@ def make_attack(
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     if isinstance(step_size, int | float) and not (np.isfinite(step_size) and step_size >= 0):
         raise ValueError(f"step_size must be finite and >= 0, got {step_size}")
-    step_rule = make_rule(rule, threat.norm if threat.norm in ("linf", "l2") else "l2")
+    if rule == "apgd" and schedule != "constant":
+        raise ValueError(
+            "the 'apgd' rule halves its own step size; use schedule='constant' with it"
+        )
+    step_rule = make_rule(rule, threat.norm if threat.norm in ("linf", "l2") else "l2", steps)
     if threat.kind == "penalty" and step_size is None and rule in ("sign", "adam"):
         raise ValueError(
             "a penalty budget is a weight, not a radius: give the first-order rule an explicit "
@@ -251,8 +259,8 @@ def make_attack(
     value_and_grad = jax.value_and_grad(total, argnums=2)
 
     def alpha(budget: jax.Array) -> jax.Array:
-        if step_size is None:
-            return 2.5 * budget / max(steps, 1)
+        if step_size is None:  # Auto-PGD starts at 2ε and halves from there
+            return 2.0 * budget if rule == "apgd" else 2.5 * budget / max(steps, 1)
         if callable(step_size):
             return jnp.asarray(step_size(budget), budget.dtype)
         return jnp.asarray(step_size, budget.dtype)
@@ -292,7 +300,14 @@ def make_attack(
                 return -total(params, inputs, d, budget, k_t)
 
             updates, new_rule_state = step_rule.update(
-                -grad, rule_state, delta, value=-value, grad=-grad, value_fn=loss_fn, step_size=a
+                -grad,
+                rule_state,
+                delta,
+                value=-value,
+                grad=-grad,
+                value_fn=loss_fn,
+                step_size=a,
+                project=lambda d: threat.project(x, d, budget),
             )
             ok = jnp.isfinite(value) & tree_finite(grad) & tree_finite(updates)
             new_delta = threat.project(x, delta + updates, budget)

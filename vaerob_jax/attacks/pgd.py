@@ -13,7 +13,7 @@ from vaerob_jax.attacks.threats import ball
 
 __all__ = ["PGD_RULES", "pgd"]
 
-PGD_RULES = ("sign", "adam")
+PGD_RULES = ("sign", "adam", "apgd")
 
 
 def pgd(
@@ -36,9 +36,12 @@ def pgd(
         :func:`latent_damage`).
       norm: 'linf' (000's threat model) or 'l2' (001/003's).
       steps: number of gradient steps.
-      step_size: None (default) for 2.5·ε/steps (relative to ε, so an array expression); a
-        float for an absolute step; or a callable ``eps -> step``.
-      rule: 'sign' (signed/normalised-gradient PGD) or 'adam' (000's reference optimiser).
+      step_size: None (default) for 2.5·ε/steps (2ε, the initial step, for 'apgd'; relative
+        to ε, so an array expression); a float for an absolute step; or a callable
+        ``eps -> step``.
+      rule: 'sign' (signed/normalised-gradient PGD), 'adam' (000's reference optimiser) or
+        'apgd' (sign steps with Auto-PGD's momentum and step-size halving, restarting from
+        the best point; Croce & Hein 2020).
       restarts: random starts per example; the best final damage is kept (vmapped, argmax).
       box: valid pixel range of x + δ, or None.
       constraint: 'project' (default, exact projection onto ball ∩ box) or 'rescale' (000's

@@ -58,7 +58,7 @@ _OVERRIDES: dict[str, tuple[Any, str]] = {
     "log_range": (float, "r_max / r_min of the logbisect search"),
     "apply_to": (str, "encoder output perturbed when p is measured: mean, sigma, both"),
     "attack_steps": (int, "PGD steps of the maximum-damage attack (001 Eq. 5)"),
-    "attack_rule": (str, "PGD step rule: sign or adam"),
+    "attack_rule": (str, "PGD step rule: sign, adam or apgd (Auto-PGD step control)"),
     "restarts": (int, "random restarts inside each attack (best kept)"),
     "n_starts": (int, "attack starts per radius; robust only if robust after each"),
     "n_probes": (int, "random probes for the ‖J‖_F probe estimate"),
