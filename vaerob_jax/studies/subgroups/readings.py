@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from vaerob_jax import attacks as atk
 from vaerob_jax import report
 from vaerob_jax.studies.common import config_fingerprint
 from vaerob_jax.studies.runner import StudyRun
@@ -205,8 +206,8 @@ def report_sections(
             "reading": (
                 f"{config.dataset} ({config.backbone}, latent {config.latent_dim}), β ∈ {betas}, "
                 f"{config.norm} ε ∈ {list(config.eps)}, {config.attack_steps}-step "
-                f"{config.attack_rule} PGD ({schedule_note(config)}, best of {config.restarts} "
-                "random starts) maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000)"
+                f"{rule_name(config.attack_rule)} ({schedule_note(config)}, best of "
+                f"{config.restarts} random starts) maximising ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000)"
                 f"{precision_note(config.attack_dtype)}; Δc = "
                 f"‖g(μ(x+δ)) − g(μ(x))‖₂ (Eq. 5); {config.n_per_subgroup} attacked examples per "
                 f"subgroup ({', '.join(f'{k}: {v}' for k, v in counts.items())}); config "
@@ -336,8 +337,22 @@ def precision_note(dtype: str) -> str:
     return f", run in {dtype} mixed precision (Δc measured in float32)"
 
 
+def rule_name(rule: str) -> str:
+    """The attack's step rule in words."""
+    return {"sign": "sign-gradient PGD", "adam": "Adam PGD", "apgd": "Auto-PGD"}.get(
+        rule, f"{rule} PGD"
+    )
+
+
 def schedule_note(config: SubgroupStudyConfig) -> str:
     """The attack's step sizes in words, from the config."""
+    if config.attack_rule == "apgd":
+        start = "2·ε" if config.attack_step is None else f"{config.attack_step:g}·ε"
+        halvings = sum(w < config.attack_steps for w in atk.apgd_checkpoints(config.attack_steps))
+        return (
+            f"sign steps from {start} with momentum 0.75, halved at any of {halvings} "
+            "checkpoints where the objective stalls, then resumed from the best point"
+        )
     step = "2.5·ε/steps" if config.attack_step is None else f"{config.attack_step:g}·ε"
     if config.attack_schedule == "cosine":
         return f"steps cosine-decayed from {step}"

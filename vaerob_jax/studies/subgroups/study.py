@@ -119,6 +119,11 @@ def validate_config(config: SubgroupStudyConfig) -> None:
         raise ValueError(
             f"unknown attack_schedule {config.attack_schedule!r}; choose one of {atk.SCHEDULES}"
         )
+    if config.attack_rule == "apgd" and config.attack_schedule != "constant":
+        raise ValueError(
+            "attack_rule 'apgd' halves its own step size: use attack_schedule 'constant' with "
+            f"it (got {config.attack_schedule!r})"
+        )
     if config.attack_dtype not in COMPUTE_DTYPES:
         raise ValueError(
             f"unknown attack_dtype {config.attack_dtype!r}; choose one of {COMPUTE_DTYPES}"
