@@ -2,10 +2,13 @@
 
 The 64x64x3 Burgess encoder (latent 32), the library's 40-step L-inf sign-PGD on Eq. 4 of
 000 (step eps/4) at batch 1 and batch 64, and one training step of the Burgess VAE at batch
-64, each in a fresh subprocess: JAX with the defaults (``VAEROB_CPU_TUNING=0``) and JAX with
-:func:`vaerob_jax.runtime.tune_cpu`; then ``benchmarks/torch_reference.py`` with the same
-encoder weights (checked) under an interpreter that has torch — ``--torch-python``,
-``$VAEROB_TORCH_PYTHON``, or this one — skipped with a message where none has.
+64, each in a fresh subprocess: plain JAX (``VAEROB_CPU_TUNING=0`` and flax's transposed
+convolutions, ``VAEROB_CONV_TRANSPOSE=lax``), JAX with :func:`vaerob_jax.runtime.tune_cpu` but
+flax's transposed convolutions, and the library's default (tuned, the decoder's transposed
+convolutions in the sub-pixel form of :mod:`vaerob_jax.models.backbones`); then
+``benchmarks/torch_reference.py`` with the same encoder weights (checked) under an
+interpreter that has torch — ``--torch-python``, ``$VAEROB_TORCH_PYTHON``, or this one —
+skipped with a message where none has.
 
     python -m benchmarks.bench_cpu_runtime [--quick] [--torch-python PATH] [--out FILE]
 """
@@ -27,6 +30,16 @@ import numpy as np
 from benchmarks.common import report_json
 
 STEPS, EPS, LATENT = 40, 0.1, 32
+# result name -> worker variant, in the order they run (interleaved over two rounds)
+VARIANT_COLUMNS = (
+    ("jax_default", "default"),
+    ("jax_tuned_lax", "tuned_lax"),
+    ("jax_tuned", "tuned"),
+)
+
+
+# worker variant -> (tune_cpu applied, transposed-convolution impl)
+VARIANTS = {"default": (False, "lax"), "tuned_lax": (True, "lax"), "tuned": (True, "subpixel")}
 
 
 def _worker(npz: str, tuned: bool, quick: bool) -> dict[str, Any]:
@@ -48,7 +61,13 @@ def _worker(npz: str, tuned: bool, quick: bool) -> dict[str, Any]:
     steps = 4 if quick else STEPS
     attack = pgd(latent_damage(model), "linf", steps=steps, step_size=lambda e: e / 4)
     eps = jnp.array([EPS], jnp.float32)
-    out: dict[str, Any] = {"applied": applied, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    from vaerob_jax.models.backbones import conv_transpose_impl
+
+    out: dict[str, Any] = {
+        "applied": applied,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "conv_transpose": conv_transpose_impl(),
+    }
     deltas = {}
     for b in (64,) if quick else (1, 64):  # quick: the batched path only (one compile less)
         n_calls = 1 if b > 1 else 8
@@ -119,15 +138,20 @@ def _worker(npz: str, tuned: bool, quick: bool) -> dict[str, Any]:
     return out
 
 
-def _run_worker(tuned: bool, quick: bool, npz: str) -> dict[str, Any]:
-    env = {**os.environ, "VAEROB_CPU_TUNING": "1" if tuned else "0"}
+def _run_worker(variant: str, quick: bool, npz: str) -> dict[str, Any]:
+    tuned, impl = VARIANTS[variant]
+    env = {
+        **os.environ,
+        "VAEROB_CPU_TUNING": "1" if tuned else "0",
+        "VAEROB_CONV_TRANSPOSE": impl,
+    }
     env.pop("XLA_FLAGS", None)
     cmd = [
         sys.executable,
         "-m",
         "benchmarks.bench_cpu_runtime",
         "--worker",
-        "tuned" if tuned else "default",
+        variant,
         "--npz",
         npz,
     ] + (["--quick"] if quick else [])
@@ -150,19 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--torch-python", default=None)
-    parser.add_argument("--worker", choices=("default", "tuned"), default=None)
+    parser.add_argument("--worker", choices=tuple(VARIANTS), default=None)
     parser.add_argument("--npz", default="")
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.npz, args.worker == "tuned", args.quick)))
+        print(json.dumps(_worker(args.npz, VARIANTS[args.worker][0], args.quick)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         npz = str(Path(tmp) / "encoder.npz")
         result: dict[str, Any] = {}
         # two interleaved rounds; each variant keeps its best
         for _ in range(1 if args.quick else 2):
-            for name, tuned in (("jax_default", False), ("jax_tuned", True)):
-                r = _run_worker(tuned, args.quick, npz if tuned else "")
+            for name, variant in VARIANT_COLUMNS:
+                r = _run_worker(variant, args.quick, npz if variant == "tuned" else "")
                 prev = result.get(name)
                 if prev is None:
                     result[name] = r
@@ -184,21 +208,28 @@ def main(argv: list[str] | None = None) -> int:
                 [torch_py, str(ref), npz], capture_output=True, text=True, check=True
             )
             result["torch"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    d, t = result["jax_default"], result["jax_tuned"]
+    d, t, tl = result["jax_default"], result["jax_tuned"], result["jax_tuned_lax"]
     rows = [
         ("attack_b1_image_steps_per_s", "attack, batch 1 (image·steps/s)"),
         ("attack_b64_image_steps_per_s", "attack, batch 64 (image·steps/s)"),
         ("train_b64_ms_per_step", "training step, batch 64 (ms)"),
     ]
-    print(f"{'':36s} {'jax default':>12s} {'jax tuned':>10s} {'torch':>10s}")
+    print(f"{'':36s} {'jax default':>12s} {'tuned, lax':>11s} {'jax tuned':>10s} {'torch':>10s}")
     for k, label in rows:
         tv = result.get("torch", {}).get(k, float("nan"))
-        dv, jv = d.get(k, float("nan")), t.get(k, float("nan"))  # no batch 1 when quick
-        print(f"{label:36s} {dv:12.0f} {jv:10.0f} {tv:10.0f}")
+        # no batch 1 when quick
+        dv, lv, jv = (r.get(k, float("nan")) for r in (d, tl, t))
+        print(f"{label:36s} {dv:12.0f} {lv:11.0f} {jv:10.0f} {tv:10.0f}")
     result["same_attack_result"] = abs(d["attack_b64_delta_l1"] - t["attack_b64_delta_l1"]) <= (
         1e-3 * abs(d["attack_b64_delta_l1"])
     )
     # another convolution kernel runs when tuned: equal to float32 rounding, not bit for bit
+    kernels = {n: np.asarray(result[n]["train_conv0_kernel"]) for n, _ in VARIANT_COLUMNS}
+    # the sub-pixel decoder computes the same sums in another order: trained kernels agree
+    result["subpixel_vs_lax_max_abs_kernel_diff"] = float(
+        np.max(np.abs(kernels["jax_tuned"] - kernels["jax_tuned_lax"]))
+    )
+    tl.pop("attack_b64_delta_head"), tl.pop("train_conv0_kernel")
     for name, key in (("delta", "attack_b64_delta_head"), ("kernel", "train_conv0_kernel")):
         a, b = (np.asarray(r.pop(key)) for r in (d, t))
         result[f"tuned_vs_default_max_abs_{name}_diff"] = float(np.max(np.abs(a - b)))

@@ -71,10 +71,17 @@ def _check_targeted(targeted: dict) -> None:
 
 
 def _check_cpu_runtime(result: dict) -> None:
-    for name in ("jax_default", "jax_tuned"):
+    for name in ("jax_default", "jax_tuned_lax", "jax_tuned"):
         r = result[name]
         assert r["attack_b64_image_steps_per_s"] > 0  # the quick run times batch 64 only
         assert r["train_b64_ms_per_step"] > 0
+    # plain flax transposed convolutions in the first two columns, the sub-pixel form last
+    assert [result[n]["conv_transpose"] for n in ("jax_default", "jax_tuned_lax", "jax_tuned")] == [
+        "lax",
+        "lax",
+        "subpixel",
+    ]
+    assert result["subpixel_vs_lax_max_abs_kernel_diff"] <= 1e-5 * result["kernel_max_abs"] + 1e-6
     # tuning is applied only when asked, and the flag only where this jaxlib has it
     default, tuned = result["jax_default"], result["jax_tuned"]
     assert default["applied"] == {"allocator": False, "ynn_off": False}
