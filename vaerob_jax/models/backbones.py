@@ -47,7 +47,8 @@ def conv_transpose_impl(impl: str | None = None) -> str:
     'lax' is ``lax.conv_transpose``, which XLA lowers to a convolution over the input dilated
     with zeros: on the 2-core CPU of ENVIRONMENT_NOTES the Burgess 64×64 decoder's forward and
     backward at batch 64 took 329 ms that way, 58 ms in the sub-pixel form (the same sums,
-    equal to 1e-6). Accelerators keep their own kernels.
+    equal to 1e-6). Accelerators keep their own kernels. The choice is read when a model is
+    traced: set the variable before the first call (a compiled program keeps its choice).
     """
     if impl is None:
         impl = os.environ.get(CONV_TRANSPOSE_ENV_VAR) or None
