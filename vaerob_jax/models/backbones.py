@@ -13,10 +13,15 @@ Backbones:
   * ``conv32``: three k4 s2 convs (32, 64, 128) for 32x32 inputs.
   * ``mlp``: fully connected, for 28/32-pixel inputs (003 uses 1024-200-200-200-200).
 
-The decoders' 4×4 stride-2 'SAME' transposed convolutions run through :class:`ConvTranspose`
-(same parameters and names as ``flax.linen.ConvTranspose``): on CPU as one 3×3 convolution
-that computes the four output phases side by side, then interleaves them (sub-pixel form),
-elsewhere as ``lax.conv_transpose`` (:func:`conv_transpose_impl`).
+Stride-2 convolutions run in their polyphase forms on CPU (:func:`strided_conv_impl`; the
+parameters, names and initialisers are flax's, so checkpoints are interchangeable):
+  * the encoders' stride-2 convolutions (:class:`Conv`) as one stride-1 convolution of the
+    space-to-depth input, whose gradient with respect to the input is again a plain
+    convolution (:func:`space_to_depth_conv`);
+  * the decoders' 4×4 stride-2 'SAME' transposed convolutions (:class:`ConvTranspose`) as one
+    3×3 convolution that computes the four output phases side by side, then interleaves them
+    (sub-pixel form, :func:`subpixel_conv_transpose`).
+Elsewhere they run as ``lax.conv_general_dilated`` / ``lax.conv_transpose``.
 """
 
 from __future__ import annotations
@@ -28,37 +33,115 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.linen.linear import canonicalize_padding
 from jax import lax
 
 BACKBONES = ("ref64", "burgess64", "conv32", "mlp")
 
-CONV_TRANSPOSE_IMPLS = ("subpixel", "lax")
-CONV_TRANSPOSE_ENV_VAR = "VAEROB_CONV_TRANSPOSE"
+STRIDED_CONV_IMPLS = ("phases", "lax")
+STRIDED_CONV_ENV_VAR = "VAEROB_STRIDED_CONV"
 
 # Kernel taps of output phase p, y[2m + p], over the inputs x[m + p − 1], x[m + p], for a
 # 4-tap stride-2 'SAME' transposed convolution (lax.conv_transpose: y[2i + 2 − t] += w[t] x[i]).
 _PHASE_TAPS = ((0, 2), (1, 3))
 
 
-def conv_transpose_impl(impl: str | None = None) -> str:
-    """How the decoders' 4×4 stride-2 transposed convolutions run: argument, else
-    $VAEROB_CONV_TRANSPOSE, else per backend ('subpixel' on CPU, 'lax' on GPU/TPU).
+def strided_conv_impl(impl: str | None = None) -> str:
+    """How stride-2 convolutions and 4×4 stride-2 transposed convolutions run: argument, else
+    $VAEROB_STRIDED_CONV, else per backend ('phases' on CPU, 'lax' on GPU/TPU).
 
-    'lax' is ``lax.conv_transpose``, which XLA lowers to a convolution over the input dilated
-    with zeros: on the 2-core CPU of ENVIRONMENT_NOTES the Burgess 64×64 decoder's forward and
-    backward at batch 64 took 329 ms that way, 58 ms in the sub-pixel form (the same sums,
-    equal to 1e-6). Accelerators keep their own kernels. The choice is read when a model is
-    traced: set the variable before the first call (a compiled program keeps its choice).
+    'lax' is XLA's own lowering. Its CPU backend computes a transposed convolution (the
+    decoders' forward, and every strided convolution's gradient with respect to its input) as a
+    convolution over an input dilated with zeros. 'phases' splits the stride-2 operations into
+    their 2×2 phases, so that every convolution XLA sees, forward and backward, has stride 1:
+    on the 2-core CPU of ENVIRONMENT_NOTES the Burgess 64×64 decoder's forward and backward at
+    batch 64 took 329 ms as 'lax' and 58 ms as 'phases', the encoder's gradient with respect to
+    its input (the attack) 27 vs 13.5 ms; the same sums, equal to float32 rounding.
+    Accelerators keep their own kernels. The choice is read when a model is traced: set the
+    variable before the first call (a compiled program keeps its choice).
     """
     if impl is None:
-        impl = os.environ.get(CONV_TRANSPOSE_ENV_VAR) or None
+        impl = os.environ.get(STRIDED_CONV_ENV_VAR) or None
     if impl is None:
-        return "subpixel" if jax.default_backend() == "cpu" else "lax"
-    if impl not in CONV_TRANSPOSE_IMPLS:
+        return "phases" if jax.default_backend() == "cpu" else "lax"
+    if impl not in STRIDED_CONV_IMPLS:
         raise ValueError(
-            f"unknown transposed-convolution impl {impl!r}; choose one of {CONV_TRANSPOSE_IMPLS}"
+            f"unknown strided-convolution impl {impl!r}; choose one of {STRIDED_CONV_IMPLS}"
         )
     return impl
+
+
+def space_to_depth_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    padding: Sequence[tuple[int, int]],
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
+    """``lax.conv_general_dilated(x, kernel, (2, 2), padding)`` (NHWC, HWIO, even kernel
+    sides) as a stride-1 convolution: the padded input's 2×2 phases become channels
+    (space-to-depth) and the kernel's taps are regrouped to match, y[i] = Σ_{a,p} w[2a + p]
+    x[2(i + a) + p]. An odd padded side loses its last row, which no output reads."""
+    n, h, w, c = x.shape
+    kh, kw, _, o = kernel.shape
+    (top, bottom), (left, right) = padding
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    hp, wp = xp.shape[1] // 2, xp.shape[2] // 2
+    xp = xp[:, : 2 * hp, : 2 * wp]
+    xs = xp.reshape(n, hp, 2, wp, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, 4 * c)
+    ks = kernel.reshape(kh // 2, 2, kw // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
+    return lax.conv_general_dilated(
+        xs,
+        ks.reshape(kh // 2, kw // 2, 4 * c, o),
+        (1, 1),
+        "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )
+
+
+def _pairs(value: object) -> tuple[int, ...]:
+    return tuple(np.broadcast_to(np.asarray(value if value is not None else 1), (2,)).tolist())
+
+
+class Conv(nn.Conv):
+    """``flax.linen.Conv`` whose stride-2 case with even kernel sides runs as
+    :func:`space_to_depth_conv` where :func:`strided_conv_impl` chooses 'phases'. The class
+    name, parameter names, shapes and initialisers are flax's, so params and checkpoints are
+    interchangeable; every other configuration is flax's own."""
+
+    @nn.compact
+    def __call__(self, inputs):
+        kernel_size = _pairs(self.kernel_size)
+        padding = canonicalize_padding(self.padding, 2)
+        plain = (
+            _pairs(self.strides) == (2, 2)
+            and all(k % 2 == 0 for k in kernel_size)
+            and _pairs(self.input_dilation) == (1, 1)
+            and _pairs(self.kernel_dilation) == (1, 1)
+            and self.feature_group_count == 1
+            and self.mask is None
+            and inputs.ndim == 4
+            and padding not in ("CIRCULAR", "CAUSAL", "REFLECT")
+        )
+        if plain and isinstance(padding, str):  # 'SAME' / 'VALID' as lax pads them
+            padding = lax.padtype_to_pads(inputs.shape[1:3], kernel_size, (2, 2), padding)
+        plain = plain and min(min(p) for p in padding) >= 0
+        if not plain or strided_conv_impl() != "phases":
+            return super().__call__(inputs)
+        kernel = self.param(
+            "kernel",
+            self.kernel_init,
+            (*kernel_size, inputs.shape[-1], self.features),
+            self.param_dtype,
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        y = space_to_depth_conv(inputs, kernel, padding, self.precision)
+        return y if bias is None else y + bias
 
 
 def subpixel_kernel(kernel: jax.Array) -> jax.Array:
@@ -76,7 +159,9 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
     return k.reshape(3, 3, i, 4 * o)
 
 
-def subpixel_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def subpixel_conv_transpose(
+    x: jax.Array, kernel: jax.Array, precision: lax.PrecisionLike = None
+) -> jax.Array:
     """``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO, 4×4 kernel) computed
     without zero dilation: a 3×3 convolution of the 1-padded input gives every output phase
     y[2m + p, 2n + q] as its own channels, which are then interleaved."""
@@ -89,6 +174,7 @@ def subpixel_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
         (1, 1),
         "VALID",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
     )
     y = y.reshape(n, h, w, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, 2 * h, 2 * w, o)
@@ -96,7 +182,7 @@ def subpixel_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 class ConvTranspose(nn.ConvTranspose):
     """``flax.linen.ConvTranspose`` whose 4×4 stride-2 'SAME' case runs in the sub-pixel form
-    where :func:`conv_transpose_impl` chooses it. The class name, parameter names, shapes and
+    where :func:`strided_conv_impl` chooses 'phases'. The class name, parameter names, shapes and
     initialisers are flax's, so params and checkpoints are interchangeable."""
 
     @nn.compact
@@ -110,7 +196,7 @@ class ConvTranspose(nn.ConvTranspose):
             and not self.transpose_kernel
             and inputs.ndim == 4
         )
-        if not plain or conv_transpose_impl() != "subpixel":
+        if not plain or strided_conv_impl() != "phases":
             return super().__call__(inputs)
         kernel = self.param(
             "kernel", self.kernel_init, (4, 4, inputs.shape[-1], self.features), self.param_dtype
@@ -121,7 +207,7 @@ class ConvTranspose(nn.ConvTranspose):
             else None
         )
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-        y = subpixel_conv_transpose(inputs, kernel)
+        y = subpixel_conv_transpose(inputs, kernel, self.precision)
         return y if bias is None else y + bias
 
 
@@ -160,11 +246,11 @@ class Ref64Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(64, (4, 4), strides=2, padding="VALID")(x))
+        h = nn.relu(Conv(64, (4, 4), strides=2, padding="VALID")(x))
         for _ in range(3):
-            h = nn.relu(nn.Conv(64, (3, 3), strides=1, padding=1)(h))
+            h = nn.relu(Conv(64, (3, 3), strides=1, padding=1)(h))
         for ch in (128, 256, 256):
-            h = nn.relu(nn.Conv(ch, (4, 4), strides=2, padding="VALID")(h))
+            h = nn.relu(Conv(ch, (4, 4), strides=2, padding="VALID")(h))
         h = h.reshape((h.shape[0], -1))
         return latent_head(h, self.latent_dim, self.head)
 
@@ -195,7 +281,7 @@ class Burgess64Encoder(nn.Module):
     def __call__(self, x):
         h = x
         for _ in range(4):
-            h = nn.relu(nn.Conv(self.channels, (4, 4), strides=2, padding=1)(h))
+            h = nn.relu(Conv(self.channels, (4, 4), strides=2, padding=1)(h))
         h = h.reshape((h.shape[0], -1))
         h = nn.relu(nn.Dense(self.hidden)(h))
         h = nn.relu(nn.Dense(self.hidden)(h))
@@ -228,7 +314,7 @@ class Conv32Encoder(nn.Module):
     def __call__(self, x):
         h = x
         for ch in (32, 64, 128):
-            h = nn.relu(nn.Conv(ch, (4, 4), strides=2, padding=1)(h))
+            h = nn.relu(Conv(ch, (4, 4), strides=2, padding=1)(h))
         h = h.reshape((h.shape[0], -1))
         h = nn.relu(nn.Dense(self.hidden)(h))
         return latent_head(h, self.latent_dim, self.head)
