@@ -24,6 +24,7 @@ from vaerob_jax.models.backbones import (
     STRIDED_CONV_ENV_VAR,
     Conv,
     ConvTranspose,
+    max_pool_2x2,
     space_to_depth_conv,
     strided_conv_impl,
     subpixel_conv_transpose,
@@ -237,3 +238,39 @@ def test_encoders_give_the_same_params_codes_and_attacks_either_way(backbone, sh
     assert float(jnp.max(r_lax.value)) > 0  # the attack moved
     np.testing.assert_allclose(r_ph.value, r_lax.value, rtol=1e-4)
     np.testing.assert_allclose(r_ph.delta, r_lax.delta, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 4, 4, 1), (2, 7, 6, 2)])
+def test_phase_max_pool_equals_flax_in_value_and_gradient(shape, monkeypatch):
+    monkeypatch.setenv(STRIDED_CONV_ENV_VAR, "phases")
+    x = jnp.asarray(np.random.default_rng(7).normal(size=shape), jnp.float32)
+    x = jnp.maximum(x, 0.0)  # as after the classifier's ReLU: tied zeros in some windows
+
+    def flax_pool(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2), padding="SAME")
+
+    def loss(pool, v):
+        return jnp.sum(jnp.sin(3.0 * pool(jax.nn.relu(v))))
+
+    np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+    np.testing.assert_allclose(
+        jax.grad(lambda v: loss(max_pool_2x2, v))(x), jax.grad(lambda v: loss(flax_pool, v))(x)
+    )
+
+
+def test_classifier_gives_the_same_logits_and_gradients_either_way(monkeypatch):
+    from vaerob_jax.models import make_classifier
+
+    clf = make_classifier((16, 16, 3), num_classes=2)
+    x = jnp.asarray(np.random.default_rng(8).uniform(size=(4, 16, 16, 3)), jnp.float32)
+    results = {}
+    for impl in ("lax", "phases"):
+        monkeypatch.setenv(STRIDED_CONV_ENV_VAR, impl)
+        params = jax.jit(clf.init)(jax.random.key(0))
+        results[impl] = jax.jit(
+            jax.value_and_grad(lambda p: jnp.sum(jax.nn.log_softmax(clf.logits(p, x))[:, 0]))
+        )(params)
+    (v_lax, g_lax), (v_ph, g_ph) = results["lax"], results["phases"]
+    np.testing.assert_allclose(v_ph, v_lax, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_lax), jax.tree.leaves(g_ph), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

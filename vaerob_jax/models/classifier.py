@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaerob_jax.models.backbones import max_pool_2x2
 from vaerob_jax.models.protocol import as_batch
 
 Params = Any
@@ -72,7 +73,7 @@ class SmallAlexNet(nn.Module):
         h = x
         for ch in self.channels:
             h = nn.relu(nn.Conv(ch, (3, 3), padding="SAME")(h))
-            h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")
+            h = max_pool_2x2(h)
         h = h.reshape((h.shape[0], -1))
         h = nn.relu(nn.Dense(self.hidden)(h))
         return h if features else nn.Dense(self.num_classes)(h)
