@@ -151,9 +151,9 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     pads nothing) it is the maximum over the four 2×2 phases, whose gradient is a mask rather
     than XLA's select-and-scatter: the CPU attribute classifier's forward and backward at
     32×32, batch 64, took 64 ms with flax's pooling and 28 ms so (64×64: 264 and 157 ms), with
-    equal values and gradients. (Where a window
-    holds several equal maxima the gradient is split between them instead of going to one;
-    after a ReLU such ties are zeros, whose gradient the ReLU drops either way.)
+    equal values and gradients. (Where a window holds several equal maxima the gradient is
+    split between them instead of going to one; after a ReLU such ties are zeros, whose
+    gradient the ReLU drops either way.)
     """
     n, h, w, c = x.shape
     if h % 2 or w % 2 or strided_conv_impl() != "phases":
