@@ -606,7 +606,7 @@ def test_two_processes_resume_a_lost_host_to_the_one_process_tables(study, tmp_p
     import shutil
     import time
 
-    from tests.test_distributed import _finish, _free_port, _launch
+    from tests.test_distributed import _finish, _free_port, _launch, _output
 
     out, paths = study
     expected = dataclasses.replace(TINY, betas=(1 / 3, 5.0), eps=(8 / 255, 0.1))
@@ -616,7 +616,7 @@ def test_two_processes_resume_a_lost_host_to_the_one_process_tables(study, tmp_p
     for part in ("train", "classifiers"):
         shutil.copytree(out / part, copy / part)
     procs = _launch(_TWO_PROCESSES, str(copy), "die", port=_free_port())
-    assert procs[1].wait(timeout=600) == 3, procs[1].communicate()[0][-3000:]
+    assert procs[1].wait(timeout=600) == 3, _output(procs[1])[-3000:]
     cells = copy / "cells" / "cells"
     mine = 2  # process 0's share: the β = 1/3 group of two ε cells
     deadline = time.monotonic() + 600
@@ -624,7 +624,7 @@ def test_two_processes_resume_a_lost_host_to_the_one_process_tables(study, tmp_p
         assert time.monotonic() < deadline
         time.sleep(0.5)
     procs[0].kill()  # waiting at the barrier for the lost host
-    procs[0].communicate()
+    procs[0].wait()
     kept = {p.name: p.stat().st_mtime_ns for p in cells.glob("*")}
     assert len([n for n in kept if n.endswith(".json")]) == mine
     assert not (copy / "report.md").exists()

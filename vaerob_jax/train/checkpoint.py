@@ -329,9 +329,37 @@ def _this_process_only() -> ocp.options.MultiprocessingOptions:
     if jax.process_count() == 1:
         return ocp.options.MultiprocessingOptions()
     me = jax.process_index()
+    _own_signal_keys(me)
     return ocp.options.MultiprocessingOptions(
         primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}"
     )
+
+
+def _own_signal_keys(me: int) -> str | None:
+    """Gives this process's orbax saves their own keys in the coordination service.
+
+    Orbax's asynchronous save signals "step folder created" through keys named
+    ``awaitable_signals_contract_<operation id>/...`` in the run's key-value store, shared by
+    all processes, and a finished save deletes its operation's whole key folder. The
+    operation id counts saves per process, so two processes saving their own checkpoints
+    at once use the same keys: one process's cleanup could delete the key the other was still
+    waiting for, which then hung until the coordination timeout (seen in CI: a two-process
+    grid training hung past its test's 10-minute limit). Orbax appends the process index itself
+    when it creates folders per process (``enable_per_process_directory_creation``); this does
+    the same once per process, for every checkpointer, and returns the prefix in use (None for
+    an orbax without these keys, whose saves do not signal through the store).
+    """
+    try:
+        from orbax.checkpoint._src.futures import future as ocp_future  # private module
+    except ImportError:
+        return None
+    contract = getattr(ocp_future, "AwaitableSignalsContract", None)
+    if contract is None:
+        return None
+    suffix = f"_vaerob_process{me}"
+    if not contract.awaitable_signals_contract_prefix.endswith(suffix):
+        contract.awaitable_signals_contract_prefix += suffix
+    return contract.awaitable_signals_contract_prefix
 
 
 def _host_local(tree: Any) -> Any:
