@@ -227,3 +227,65 @@ def test_apgd_converges_to_an_interior_maximum_that_fixed_sign_steps_oscillate_a
     assert float(apgd.value) > float(fixed.value)
     with pytest.raises(ValueError, match="halves its own step"):
         make_attack(objective, ball("linf", None), "apgd", 10, step_size=2.0, schedule="cosine")
+
+
+def _linear_damage():
+    """‖A δ‖₂ with output A(x + δ): a linear encoder's latent damage, with an ODS output."""
+
+    def objective(params, inputs, delta, key):
+        return jnp.sqrt(jnp.sum(jnp.square(params @ delta.ravel())) + 1e-12)
+
+    def output(params, inputs, delta, key):
+        return params @ (inputs["x"] + delta).ravel()
+
+    objective.output = output
+    return objective
+
+
+def _ods_weights(key, restarts):
+    """The documented key derivation: w_r ~ U[−1, 1] from fold_in(k_start, 1)."""
+    ks = [jax.random.split(jax.random.fold_in(key, r))[0] for r in range(restarts)]
+    return [jax.random.uniform(jax.random.fold_in(k, 1), (D_Z,), jnp.float32, -1, 1) for k in ks]
+
+
+@pytest.mark.parametrize("box", [None, (0.0, 1.0)])
+def test_ods_starts_are_the_corners_that_maximise_a_random_output_direction(box):
+    """For a linear output A(x + δ) and an L∞ ball the output-diversified start is
+    Π(δ_u + 2ε·sign(Aᵀw)): every pixel at the end of its feasible interval that sign(Aᵀw)
+    points to, i.e. the maximiser of w·Aδ over ball ∩ box, whatever the uniform point δ_u."""
+    a, xs, _ = _linear_problem()
+    x = xs[0].at[0].set(0.97).at[1].set(0.02)  # two pixels where the box binds
+    eps, key, restarts = jnp.float32(0.1), jax.random.key(4), 5
+    attack = make_attack(_linear_damage(), ball("linf", box), "sign", 0, 0.01, restarts,
+                         start="ods")  # fmt: skip
+    starts = np.asarray(attack.init(a, {"x": x}, eps, key).delta)
+    lo, hi = (-eps, eps) if box is None else (np.maximum(-eps, -x), np.minimum(eps, 1 - x))
+    for r, w in enumerate(_ods_weights(key, restarts)):
+        s = np.sign(np.asarray(a.T @ w)).reshape(x.shape)
+        np.testing.assert_allclose(starts[r], np.where(s > 0, hi, lo), atol=1e-6)
+    assert len({tuple(np.sign(d).ravel()) for d in starts}) > 1  # the restarts differ
+
+
+def test_ods_start_in_an_l2_ball_lies_on_its_sphere_along_the_output_gradient():
+    a, xs, _ = _linear_problem()
+    eps, key, restarts = jnp.float32(0.5), jax.random.key(5), 4
+    attack = make_attack(_linear_damage(), ball("l2", None), "sign", 0, 0.01, restarts,
+                         start="ods")  # fmt: skip
+    starts = np.asarray(attack.init(a, {"x": xs[0]}, eps, key).delta).reshape(restarts, -1)
+    for r, w in enumerate(_ods_weights(key, restarts)):
+        g = np.asarray(a.T @ w)
+        np.testing.assert_allclose(np.linalg.norm(starts[r]), 0.5, rtol=1e-5)
+        # δ_u (norm ≤ ε) plus a step of 2ε along g: at most 30° away from g.
+        assert starts[r] @ g / (np.linalg.norm(starts[r]) * np.linalg.norm(g)) > 0.866
+
+
+def test_ods_start_needs_a_ball_and_an_output():
+    def no_output(params, inputs, delta, key):
+        return jnp.sum(delta)
+
+    with pytest.raises(ValueError, match="'output' function"):
+        make_attack(no_output, ball("linf"), "sign", 3, start="ods")
+    with pytest.raises(ValueError, match="ball threat"):
+        make_attack(_linear_damage(), penalty("l2"), "sign", 3, 0.1, start="ods")
+    with pytest.raises(ValueError, match="unknown start"):
+        make_attack(_linear_damage(), ball("linf"), "sign", 3, start="corner")

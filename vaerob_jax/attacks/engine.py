@@ -15,7 +15,8 @@ Algorithm per example and restart r (keys: k_r = fold_in(key, r); (k_start, k_st
 split(k_r); the objective's key at step t is fold_in(k_steps, t), so a resumed or re-chunked
 run reproduces the uninterrupted one):
 
-1. δ₀ = threat.start(k_start, x, budget).
+1. δ₀ = threat.start(k_start, x, budget); with ``start='ods'`` then one output-diversified
+   step from there, its weight w drawn from fold_in(k_start, 1).
 2. For t = 0..steps−1: v_t, g_t = value_and_grad of the total at δ_t; remember the best
    (δ_t, v_t) seen so far (v_0 is also kept as the start's value); if v_t or g_t is not
    finite the step is counted and skipped (δ and the rule's state stay); else
@@ -48,6 +49,7 @@ __all__ = [
     "AttackResult",
     "AttackState",
     "SCHEDULES",
+    "STARTS",
     "Objective",
     "as_inputs",
     "make_attack",
@@ -56,6 +58,9 @@ __all__ = [
 
 #: Step-size schedules over the steps of an attack (see :func:`make_attack`).
 SCHEDULES = ("constant", "cosine")
+
+#: Where each restart starts (see :func:`make_attack`).
+STARTS = ("random", "ods")
 
 Objective = Callable[[Any, Mapping[str, jax.Array], jax.Array, jax.Array], jax.Array]
 StepSize = float | Callable[[jax.Array], jax.Array] | None
@@ -202,6 +207,7 @@ def make_attack(
     image_shape: tuple[int, ...] | None = None,
     requires: tuple[str, ...] | None = None,
     schedule: str = "constant",
+    start: str = "random",
 ) -> Attack:
     """Builds an attack from its pieces (see the module docstring).
 
@@ -224,6 +230,15 @@ def make_attack(
         first, then a refinement of the best point instead of sign steps oscillating at the
         full size around it). A cosine schedule depends on ``steps``, so an attack with more
         steps no longer repeats the shorter one's trajectory.
+      start: 'random' (each restart starts at ``threat.start``, a uniform point of the ball)
+        or 'ods' (output-diversified starts, Tashiro et al. 2020: from that point, one step
+        of 2ε along the gradient of ``w · objective.output(δ)`` for a random w ~ U[−1, 1]
+        of the output's shape (sign step for L∞, normalised for L2), projected back:
+        restarts then start at different corners of the ball in directions that move the
+        model's output apart instead of all near the encoder's top singular directions).
+        Needs a ball threat and an objective with an ``output`` function (this package's
+        ``latent_damage`` and ``output_damage`` have one); costs one extra gradient per
+        restart.
 
     Returns:
       An :class:`Attack`.
@@ -236,6 +251,15 @@ def make_attack(
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     if isinstance(step_size, int | float) and not (np.isfinite(step_size) and step_size >= 0):
         raise ValueError(f"step_size must be finite and >= 0, got {step_size}")
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
+    output_fn = getattr(objective, "output", None)
+    if start == "ods" and (threat.kind != "ball" or output_fn is None):
+        raise ValueError(
+            "start='ods' needs a ball threat and an objective with an 'output' function "
+            f"(got a {threat.kind!r} threat and an objective "
+            f"{'with' if output_fn is not None else 'without'} one)"
+        )
     if rule == "apgd" and schedule != "constant":
         raise ValueError(
             "the 'apgd' rule halves its own step size; use schedule='constant' with it"
@@ -265,6 +289,18 @@ def make_attack(
             return jnp.asarray(step_size(budget), budget.dtype)
         return jnp.asarray(step_size, budget.dtype)
 
+    def diversify(params, inputs, delta, budget, key):
+        # One output-diversified step (ODS): ascend w · output(δ) for a random weight w.
+        shape = jax.eval_shape(lambda d: output_fn(params, inputs, d, key), delta)
+        w = jax.random.uniform(key, shape.shape, shape.dtype, -1.0, 1.0)
+        g = jax.grad(lambda d: jnp.vdot(w, output_fn(params, inputs, d, key)))(delta)
+        if threat.norm == "linf":
+            direction = jnp.sign(g)
+        else:
+            direction = g / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(g))), 1e-30)
+        moved = threat.project(inputs["x"], delta + 2.0 * budget * direction, budget)
+        return jnp.where(tree_finite(g), moved, delta)
+
     def init(params: Any, inputs: Any, budget: jax.Array, key: jax.Array) -> AttackState:
         x = inputs["x"]
         budget = jnp.asarray(budget, x.dtype)
@@ -272,6 +308,8 @@ def make_attack(
         def one(r: jax.Array) -> tuple[jax.Array, Any, jax.Array]:
             k_start, k_steps = jax.random.split(jax.random.fold_in(key, r))
             delta = threat.start(k_start, x, budget)
+            if start == "ods":
+                delta = diversify(params, inputs, delta, budget, jax.random.fold_in(k_start, 1))
             return delta, step_rule.init(delta), k_steps
 
         delta, rule_state, step_keys = jax.vmap(one)(jnp.arange(restarts))

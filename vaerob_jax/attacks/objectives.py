@@ -105,6 +105,13 @@ def latent_damage(model: Any, use_mean: bool = True, normalize: str | None = Non
             z_c = jax.lax.stop_gradient(model.posterior(params, x)).sample(k_c)
         return safe_norm(z_a - z_c)
 
+    def output(
+        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        del key
+        return model.embed(params, perturbed_input(inputs["x"], delta, normalize))
+
+    objective.output = output  # type: ignore[attr-defined]
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
     objective.requires = ("x",)  # type: ignore[attr-defined]
     return objective
@@ -139,6 +146,14 @@ def output_damage(model: Any, use_mean: bool = True, normalize: str | None = Non
         clean = jax.lax.stop_gradient(model.reconstruct(params, x))
         return safe_norm(model.decode(params, z_a) - clean)
 
+    def output(
+        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        del key
+        x_adv = perturbed_input(inputs["x"], delta, normalize)
+        return model.decode(params, model.embed(params, x_adv))
+
+    objective.output = output  # type: ignore[attr-defined]
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
     objective.requires = ("x",)  # type: ignore[attr-defined]
     return objective

@@ -28,6 +28,7 @@ def pgd(
     constraint: str = "project",
     image_shape: tuple[int, ...] | None = None,
     schedule: str = "constant",
+    start: str = "random",
 ) -> Attack:
     """Builds a projected-gradient maximum-damage attack (Eq. 4 of 000; Eq. 5 of 001).
 
@@ -50,6 +51,8 @@ def pgd(
         (``objective.image_shape``, set by this package's objectives) when omitted.
       schedule: 'constant' or 'cosine' step sizes over the steps
         (:func:`~vaerob_jax.attacks.make_attack`).
+      start: 'random' (uniform in the ball) or 'ods' (output-diversified starts; see
+        :func:`~vaerob_jax.attacks.make_attack`).
 
     Returns:
       An :class:`~vaerob_jax.attacks.Attack`; ``attack.run(params, inputs, eps, key)``
@@ -71,4 +74,5 @@ def pgd(
         restarts,
         image_shape=image_shape,
         schedule=schedule,
+        start=start,
     )
