@@ -1,6 +1,6 @@
 """bfloat16 mixed precision for the subgroup study's attack: what it does to Δc, and its speed.
 
-The study's default attack (40-step sign-PGD at ε/4, 3 restarts, Eq. 4 of 000) on a trained
+The study's default attack (``SUBGROUP_PRESETS['shapes']``: Auto-PGD, Eq. 4 of 000) on a trained
 Burgess VAE at 32×32 (the model bench_attack_strength trains, shared through ``--workdir``),
 64 training examples per subgroup of the embedded 'shapes' data, ε = 0.1, run three ways from
 one model:

@@ -3,17 +3,17 @@
 Issue 8's convergence promise, checked where it can be measured quickly. The attack maximises
 the latent shift ‖μ(x+δ) − μ(x)‖₂ (Eq. 4 of 000); Δc (Eq. 5) is measured at the δ it finds.
 On a 12×12 MLP VAE (measured once: medians of 4 subgroups × 32 examples, ε = 0.1, the
-study's default: 40 steps of Auto-PGD from 2ε, 3 restarts):
+study's default: 80 steps of Auto-PGD from 2ε, 6 restarts; 2026-12-07):
 
-* doubling the steps (80 × 3) moves the objective's medians by −0.01 … +0.00 %;
-* 4× the compute (the study's 'strong' arm, 80 steps × 6 restarts) by +0.0 … +1.3 %;
-* Δc's medians by −0.08 … +0.00 % and −0.4 … +2.6 %: restarts that gain a fraction of a
+* doubling the steps (160 × 6) moves the objective's medians by +0.00 … +0.03 %;
+* 4× the compute (the study's 'strong' arm, 160 steps × 12 restarts) by +0.0 … +0.2 %;
+* Δc's medians under the strong arm by +0.0 … +2.3 %: restarts that gain a fraction of a
   per cent in latent shift land on other near-optimal δ with another Δc.
 
 So the promise holds for the attack's objective and, here, nearly for Δc; on the main job's
-larger models restarts still gain more (the README gives its numbers), which the study
-reports in ``attack_convergence.csv`` and its report, naming no least-robust subgroup that
-the strong attack does not confirm.
+larger models the strong arm still moves two Δc medians by 3 % (the README gives its
+numbers), which the study reports in ``attack_convergence.csv`` and its report, naming no
+least-robust subgroup that the strong attack does not confirm.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from vaerob_jax.train import TrainConfig, train_grid
 @pytest.mark.slow
 def test_default_attack_objective_is_within_two_percent_of_four_times_its_compute():
     cfg = SUBGROUP_PRESETS["shapes"]
-    assert (cfg.attack_steps, cfg.restarts, cfg.attack_step) == (40, 3, 2.0)
+    assert (cfg.attack_steps, cfg.restarts, cfg.attack_step) == (80, 6, 2.0)
     assert (cfg.attack_rule, cfg.attack_schedule) == ("apgd", "constant")
     assert (cfg.convergence_factor, cfg.convergence_restarts) == (2, 2 * cfg.restarts)
     ds = data.load("shapes", "train", image_size=12, n=1024)
@@ -80,7 +80,7 @@ def test_default_attack_objective_is_within_two_percent_of_four_times_its_comput
     assert np.all(np.abs(dc_change) < 0.05), dc_change  # Δc follows, less tightly
     # Mixed precision (issue 14): the same attack run in bfloat16 finds δ whose float32
     # latent shift and Δc are as good, within what more compute changes (measured: objective
-    # medians −0.3 … +0.6 %, Δc −0.5 … −0.0 %); δ stays in its ball and the pixel box.
+    # medians −0.04 … −0.00 %, Δc −0.7 … +1.0 %); δ stays in its ball and the pixel box.
     mixed = study_attacks(dataclasses.replace(cfg, attack_dtype="bfloat16"), model)["default"]
     res = atk.run_attack(mixed, params, {"x": xs}, budget, key)
     delta = np.asarray(res.delta[0])
