@@ -96,6 +96,15 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
             "Δc rather than finding more damage, and that spread is the attack's share of "
             "the uncertainty of Δc"
         )
+    elif objective_converged:
+        verdict = (
+            f"Δc has not converged at β ∈ {where([b for b in betas if b not in ok])}, although "
+            "the attack has in what it maximises (every median latent shift moves < 2 %, "
+            "below): a stronger attack lands on other near-optimal δ whose median Δc differs "
+            f"by up to {100 * max(moves):.1f} %, more than Δc's spread over independent random "
+            f"starts ({100 * seeds['seed_spread']:.1f} %), so Δc differences smaller than that "
+            "are unresolved there"
+        )
     elif len(ok_steps) == len(betas):
         verdict = (
             f"more steps change nothing, but more random starts do: the attack has not "
