@@ -291,9 +291,8 @@ def make_attack(
 
     def diversify(params, inputs, delta, budget, key):
         # One output-diversified step (ODS): ascend w · output(δ) for a random weight w.
-        shape = jax.eval_shape(lambda d: output_fn(params, inputs, d, key), delta)
-        w = jax.random.uniform(key, shape.shape, shape.dtype, -1.0, 1.0)
-        g = jax.grad(lambda d: jnp.vdot(w, output_fn(params, inputs, d, key)))(delta)
+        out, pullback = jax.vjp(lambda d: output_fn(params, inputs, d, key), delta)
+        (g,) = pullback(jax.random.uniform(key, out.shape, out.dtype, -1.0, 1.0))
         if threat.norm == "linf":
             direction = jnp.sign(g)
         else:

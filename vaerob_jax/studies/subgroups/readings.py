@@ -76,7 +76,10 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
     def where(bs: list[float]) -> str:
         return "{" + ", ".join(f"{b:g}" for b in bs) + "}"
 
-    moves = [abs(r[c]) for r in convergence for c in ("change_doubled", "change_strong")]
+    largest_move = max(
+        (abs(r[c]) for r in convergence for c in ("change_doubled", "change_strong")),
+        key=lambda m: m if np.isfinite(m) else -1.0,
+    )
     objective_moves = [
         abs(r.get(c, np.nan))
         for r in convergence
@@ -87,7 +90,7 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
     )
     if len(ok) == len(betas):
         verdict = "every subgroup median has converged at every β (both moves < 2 %)"
-    elif objective_converged and max(moves) <= seeds["seed_spread"]:
+    elif objective_converged and largest_move <= seeds["seed_spread"]:
         verdict = (
             "Δc has not converged, but the attack has in what it maximises (every median "
             "latent shift moves < 2 %, below), and Δc's moves are no larger than its spread "
@@ -101,7 +104,7 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
             f"Δc has not converged at β ∈ {where([b for b in betas if b not in ok])}, although "
             "the attack has in what it maximises (every median latent shift moves < 2 %, "
             "below): a stronger attack lands on other near-optimal δ whose median Δc differs "
-            f"by up to {100 * max(moves):.1f} %, more than Δc's spread over independent random "
+            f"by up to {100 * largest_move:.1f} %, more than Δc's spread over independent random "
             f"starts ({100 * seeds['seed_spread']:.1f} %), so Δc differences smaller than that "
             "are unresolved there"
         )
