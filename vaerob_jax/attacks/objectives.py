@@ -91,25 +91,24 @@ def latent_damage(model: Any, use_mean: bool = True, normalize: str | None = Non
     """
     _check_normalize(normalize)
 
-    def objective(
-        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
-    ) -> jax.Array:
-        x = inputs["x"]
-        x_adv = perturbed_input(x, delta, normalize)
-        if use_mean:
-            z_a = model.embed(params, x_adv)
-            z_c = jax.lax.stop_gradient(model.embed(params, x))
-        else:
-            k_a, k_c = jax.random.split(key)
-            z_a = model.posterior(params, x_adv).sample(k_a)
-            z_c = jax.lax.stop_gradient(model.posterior(params, x)).sample(k_c)
-        return safe_norm(z_a - z_c)
-
     def output(
         params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
     ) -> jax.Array:
         del key
         return model.embed(params, perturbed_input(inputs["x"], delta, normalize))
+
+    def objective(
+        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        x = inputs["x"]
+        if use_mean:
+            z_a = output(params, inputs, delta, key)
+            z_c = jax.lax.stop_gradient(model.embed(params, x))
+        else:
+            k_a, k_c = jax.random.split(key)
+            z_a = model.posterior(params, perturbed_input(x, delta, normalize)).sample(k_a)
+            z_c = jax.lax.stop_gradient(model.posterior(params, x)).sample(k_c)
+        return safe_norm(z_a - z_c)
 
     objective.output = output  # type: ignore[attr-defined]
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
@@ -134,24 +133,24 @@ def output_damage(model: Any, use_mean: bool = True, normalize: str | None = Non
     """
     _check_normalize(normalize)
 
-    def objective(
-        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
-    ) -> jax.Array:
-        x = inputs["x"]
-        x_adv = perturbed_input(x, delta, normalize)
-        if use_mean:
-            z_a = model.embed(params, x_adv)
-        else:
-            z_a = model.posterior(params, x_adv).sample(key)
-        clean = jax.lax.stop_gradient(model.reconstruct(params, x))
-        return safe_norm(model.decode(params, z_a) - clean)
-
     def output(
         params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
     ) -> jax.Array:
         del key
         x_adv = perturbed_input(inputs["x"], delta, normalize)
         return model.decode(params, model.embed(params, x_adv))
+
+    def objective(
+        params: Any, inputs: Mapping[str, jax.Array], delta: jax.Array, key: jax.Array
+    ) -> jax.Array:
+        x = inputs["x"]
+        if use_mean:
+            moved = output(params, inputs, delta, key)
+        else:
+            z_a = model.posterior(params, perturbed_input(x, delta, normalize)).sample(key)
+            moved = model.decode(params, z_a)
+        clean = jax.lax.stop_gradient(model.reconstruct(params, x))
+        return safe_norm(moved - clean)
 
     objective.output = output  # type: ignore[attr-defined]
     objective.image_shape = tuple(model.image_shape)  # type: ignore[attr-defined]
