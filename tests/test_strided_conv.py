@@ -1,18 +1,19 @@
 """Stride-2 convolutions in their polyphase forms against XLA's own (issue 10).
 
 The CPU path computes the decoders' ``lax.conv_transpose(x, w, (2, 2), 'SAME')`` for 4×4
-kernels as one 3×3 convolution whose channels are the four output phases, and the encoders'
-stride-2 convolutions as a stride-1 convolution of the space-to-depth input. Each must be the
-same function: equal values and equal gradients (training and attacks differentiate through
-them, the margin study also forward-mode), the same parameters (checkpoints trained either way
-are interchangeable), the same attack results, and a fallback to flax for every other
-configuration.
+kernels as one 2×2 stride-1 convolution whose channels are the four output phases, and the
+encoders' stride-2 convolutions as a stride-1 convolution of the space-to-depth input. Each
+must be the same function: equal values and equal gradients (training and attacks
+differentiate through them, the margin study also forward-mode), the same parameters
+(checkpoints trained either way are interchangeable), the same attack results, and a fallback
+to flax for every other configuration.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from vaerob_jax.models.backbones import (
     space_to_depth_conv,
     strided_conv_impl,
     subpixel_conv_transpose,
+    subpixel_kernel,
 )
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -52,6 +54,48 @@ def test_subpixel_equals_lax_conv_transpose_in_value_and_gradient(shape, out):
     g_want = jax.vjp(_reference, x, w)[1](cot)
     for a, b in zip(g_got, g_want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    tx, tw = (jnp.asarray(rng.normal(size=v.shape), jnp.float32) for v in (x, w))
+    np.testing.assert_allclose(
+        jax.jvp(subpixel_conv_transpose, (x, w), (tx, tw))[1],
+        jax.jvp(_reference, (x, w), (tx, tw))[1],
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def _convolutions(jaxpr) -> list:
+    """Every conv_general_dilated equation in a closed jaxpr, nested jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            found.append(eqn)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _convolutions(sub)
+    return found
+
+
+def test_phase_forms_differentiate_into_stride_one_convolutions_without_zero_taps():
+    """What the phase forms are for: forward, input gradient and kernel gradient of both layers
+    are stride-1, undilated convolutions, and the transposed convolution's kernel has no zero
+    taps (each of its 2×2 windows multiplies 4·I·O real weights, 16·I·O per input pixel)."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 4, 3, 5)), jnp.float32)
+
+    def loss(x, w):
+        h = space_to_depth_conv(x, w, ((1, 1), (1, 1)))  # (2, 4, 4, 5)
+        return jnp.sum(subpixel_conv_transpose(h, jnp.swapaxes(w, 2, 3)) ** 2)
+
+    eqns = _convolutions(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w).jaxpr)
+    assert len(eqns) == 6  # two forwards, two input gradients, two kernel gradients
+    for eqn in eqns:
+        assert tuple(eqn.params["window_strides"]) == (1, 1), eqn
+        assert tuple(eqn.params["lhs_dilation"]) == (1, 1), eqn
+        assert tuple(eqn.params["rhs_dilation"]) == (1, 1), eqn
+    fwd = _convolutions(jax.make_jaxpr(subpixel_conv_transpose)(x, w).jaxpr)
+    assert [e.invars[1].aval.shape for e in fwd] == [(2, 2, 3, 20)]
+    k = subpixel_kernel(jnp.arange(1.0, 17.0).reshape(4, 4, 1, 1))
+    assert sorted(np.asarray(k).ravel().tolist()) == list(range(1, 17))  # each tap once
 
 
 def test_every_output_pixel_reads_the_taps_lax_uses():

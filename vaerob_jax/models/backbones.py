@@ -19,8 +19,10 @@ parameters, names and initialisers are flax's, so checkpoints are interchangeabl
     space-to-depth input, whose gradient with respect to the input is again a plain
     convolution (:func:`space_to_depth_conv`);
   * the decoders' 4×4 stride-2 'SAME' transposed convolutions (:class:`ConvTranspose`) as one
-    3×3 convolution that computes the four output phases side by side, then interleaves them
-    (sub-pixel form, :func:`subpixel_conv_transpose`).
+    2×2 stride-1 convolution that computes the four output phases side by side, then
+    interleaves them (sub-pixel form, :func:`subpixel_conv_transpose`): the transpose of the
+    space-to-depth form, so its gradient with respect to the input is a space-to-depth
+    convolution.
 Elsewhere they run as ``lax.conv_general_dilated`` / ``lax.conv_transpose``.
 """
 
@@ -41,10 +43,6 @@ BACKBONES = ("ref64", "burgess64", "conv32", "mlp")
 STRIDED_CONV_IMPLS = ("phases", "lax")
 STRIDED_CONV_ENV_VAR = "VAEROB_STRIDED_CONV"
 
-# Kernel taps of output phase p, y[2m + p], over the inputs x[m + p − 1], x[m + p], for a
-# 4-tap stride-2 'SAME' transposed convolution (lax.conv_transpose: y[2i + 2 − t] += w[t] x[i]).
-_PHASE_TAPS = ((0, 2), (1, 3))
-
 
 def strided_conv_impl(impl: str | None = None) -> str:
     """How stride-2 convolutions and 4×4 stride-2 transposed convolutions run: argument, else
@@ -55,8 +53,9 @@ def strided_conv_impl(impl: str | None = None) -> str:
     convolution over an input dilated with zeros. 'phases' splits the stride-2 operations into
     their 2×2 phases, so that every convolution XLA sees, forward and backward, has stride 1:
     on the 2-core CPU of ENVIRONMENT_NOTES the Burgess 64×64 decoder's forward and backward at
-    batch 64 took 329 ms as 'lax' and 58 ms as 'phases', the encoder's gradient with respect to
-    its input (the attack) 27 vs 13.5 ms; the same sums, equal to float32 rounding.
+    batch 64 took 196–205 ms as 'lax' and 36–46 ms as 'phases' (2026-12-07, two rounds), the
+    encoder's gradient with respect to its input (the attack) 27 vs 13.5 ms; the same sums,
+    equal to float32 rounding.
     Accelerators keep their own kernels. The choice is read when a model is traced: set the
     variable before the first call (a compiled program keeps its choice).
     """
@@ -162,30 +161,38 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def subpixel_kernel(kernel: jax.Array) -> jax.Array:
-    """A (4, 4, I, O) stride-2 transposed-convolution kernel as the (3, 3, I, 4·O) kernel of
-    one stride-1 convolution whose output channels are the four phases (p, q, O)."""
-    i, o = kernel.shape[2], kernel.shape[3]
-    k = jnp.zeros((3, 3, i, 2, 2, o), kernel.dtype)
-    for p in range(2):
-        for q in range(2):
-            for s in range(2):
-                for r in range(2):
-                    k = k.at[p + s, q + r, :, p, q, :].set(
-                        kernel[_PHASE_TAPS[p][s], _PHASE_TAPS[q][r]]
-                    )
-    return k.reshape(3, 3, i, 4 * o)
+    """A (4, 4, I, O) stride-2 transposed-convolution kernel as the (2, 2, I, 4·O) kernel of one
+    stride-1 convolution whose output channels are the four phases (p, q, O):
+    k[a, b, :, p, q] = kernel[2a + 1 − p, 2b + 1 − q], the kernel's taps reversed within each
+    pair (no zero taps: every multiply-add of the sub-pixel form is one of the transposed
+    convolution's own)."""
+    kh, kw, i, o = kernel.shape
+    k = kernel.reshape(kh // 2, 2, kw // 2, 2, i, o)[:, ::-1, :, ::-1]
+    return k.transpose(0, 2, 4, 1, 3, 5).reshape(kh // 2, kw // 2, i, 4 * o)
 
 
 def subpixel_conv_transpose(
     x: jax.Array, kernel: jax.Array, precision: lax.PrecisionLike = None
 ) -> jax.Array:
     """``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` (NHWC, HWIO, 4×4 kernel) computed
-    without zero dilation: a 3×3 convolution of the 1-padded input gives every output phase
-    y[2m + p, 2n + q] as its own channels, which are then interleaved."""
+    without zero dilation: a 2×2 convolution of the 1-padded input gives, at each of its
+    (H + 1) × (W + 1) positions, the four output phases g[m, n, p, q] = y[2m + p − 1, 2n + q − 1]
+    as channels; interleaving them and cropping one pixel from every side gives y.
+
+    It is the transpose of :func:`space_to_depth_conv` (y[2i + 2 − t] += w[t] x[i] is a
+    stride-2 correlation read backwards), so reverse-mode autodiff turns its input gradient
+    into a space-to-depth convolution and its kernel gradient into that of a 2×2 stride-1
+    convolution: no zero taps anywhere, forward or backward. On the 2-core CPU of
+    ENVIRONMENT_NOTES the Burgess 64×64 decoder's forward and backward at batch 64 took
+    36–46 ms so, 63–64 ms as one 3×3 convolution of the same padded input (each phase reads
+    a 2×2 window of it, so five of the nine taps are zeros) and 196–205 ms as XLA's dilated
+    convolution (2026-12-07, two rounds). The padding is an explicit ``jnp.pad``: asking the
+    convolution to pad made its forward and backward 3.5–15× slower.
+    """
     n, h, w, _ = x.shape
     o = kernel.shape[-1]
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = lax.conv_general_dilated(
+    g = lax.conv_general_dilated(
         xp,
         subpixel_kernel(kernel),
         (1, 1),
@@ -193,8 +200,8 @@ def subpixel_conv_transpose(
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=precision,
     )
-    y = y.reshape(n, h, w, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, 2 * h, 2 * w, o)
+    g = g.reshape(n, h + 1, w + 1, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
+    return g.reshape(n, 2 * h + 2, 2 * w + 2, o)[:, 1:-1, 1:-1]
 
 
 class ConvTranspose(nn.ConvTranspose):
