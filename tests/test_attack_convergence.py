@@ -32,7 +32,7 @@ from vaerob_jax.models import make_vae
 from vaerob_jax.robustness import evaluate_attacks
 from vaerob_jax.studies.common import study_key
 from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS
-from vaerob_jax.studies.subgroups.attack_checks import study_attacks
+from vaerob_jax.studies.subgroups.attack_checks import run_convergence, study_attacks
 from vaerob_jax.train import TrainConfig, train_grid
 
 
@@ -61,11 +61,20 @@ def test_default_attack_objective_is_within_two_percent_of_four_times_its_comput
     budget = jnp.asarray([0.1], jnp.float32)
     medians: dict[str, dict[str, np.ndarray]] = {}
     ids = np.asarray(sample.subgroup_ids)
+    # The study's check reuses the doubled attack's 6 restarts for the strong one's first 6
+    # and runs only restarts 6-11 again: it must equal the strong attack run whole.
+    assert attacks["strong_rest"].first_restart == cfg.restarts
+    reused = run_convergence(
+        attacks, model, params, xs, 0.1, dataclasses.replace(cfg, attack_seeds=1)
+    )
     for arm in ("default", "doubled", "strong"):
         res = atk.run_attack(attacks[arm], params, {"x": xs}, budget, key)
         assert bool(np.all(np.asarray(res.improved)))  # every attack moved off its start
         dc = np.asarray(evaluate_attacks(model, params, xs, res.delta)["delta_c"][0])
         shift = np.asarray(res.value[0])  # the objective: latent shift at the best δ
+        if arm != "default":
+            np.testing.assert_allclose(reused[f"obj_{arm}"], shift, rtol=1e-5)
+            np.testing.assert_allclose(reused[f"dc_{arm}"], dc, rtol=1e-4)
         medians[arm] = {
             "objective": np.array([np.median(shift[ids == g]) for g in np.unique(ids)]),
             "delta_c": np.array([np.median(dc[ids == g]) for g in np.unique(ids)]),

@@ -9,6 +9,7 @@ import pytest
 
 from vaerob_jax.attacks import (
     DRIVER_ENV_VAR,
+    best_of,
     latent_damage,
     loop_driver,
     norm_of,
@@ -152,6 +153,32 @@ def test_restarts_never_worse_than_one_start(linf_attack, tiny_model, tiny_param
     )
     assert np.all(d3 >= d1 - 1e-6)
     assert np.mean(d3 > d1 + 1e-6) > 0.25  # and restarts usually help
+
+
+def test_later_restarts_combine_into_the_longer_attack(tiny_model, tiny_params, tiny_images):
+    # Restarts 0-1 and then restarts 2-4 of the same key (first_restart=2), combined by
+    # best_of, are the 5-restart attack: its best value, perturbation and start value.
+    obj = latent_damage(tiny_model)
+    key = jax.random.key(8)
+
+    def run(restarts, first=0):
+        attack = pgd(obj, steps=6, rule="apgd", restarts=restarts, first_restart=first)
+        return run_attack(attack, tiny_params, {"x": tiny_images}, EPS[:2], key, driver="scan")
+
+    whole, head, tail = run(5), run(2), run(3, first=2)
+    both = best_of(head, tail)
+    np.testing.assert_allclose(both.value, whole.value, rtol=1e-5)
+    np.testing.assert_allclose(both.start_value, whole.start_value, rtol=1e-5)
+    np.testing.assert_allclose(both.delta, whole.delta, atol=1e-6)
+    np.testing.assert_array_equal(both.nonfinite, head.nonfinite + tail.nonfinite)
+    took_tail = np.asarray(tail.value > head.value)
+    assert 0 < took_tail.mean() < 1  # both parts supply some of the best results
+    # the tail's restarts are not the head's: a first_restart of 0 would repeat them
+    assert not np.allclose(run(2, first=2).value, head.value)
+    with pytest.raises(ValueError, match="one shape"):
+        best_of(head, jax.tree.map(lambda a: a[:1], tail))
+    with pytest.raises(ValueError, match="first_restart"):
+        pgd(obj, first_restart=-1)
 
 
 # ---- determinism, batching, drivers, compilation ----------------------------------------------

@@ -28,6 +28,7 @@ from vaerob_jax.attacks.engine import (
     AttackFailedError,
     AttackResult,
     Objective,
+    best_of,
     make_attack,
     validate_inputs,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "apgd_checkpoints",
     "apgd_rule",
     "ball",
+    "best_of",
     "code_distance_objective",
     "dlgm_latent_objective",
     "exact_norm",

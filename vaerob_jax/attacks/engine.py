@@ -11,9 +11,9 @@ which covers 000's maximum-damage attack (Eq. 4, L∞ ball), 001's output attack
 ball), 002's targeted attacks with a λ penalty (Eqs. 12-15), 003's latent and maximum-damage
 attacks (Eqs. 12-13) and 004's classifier attacks (objectives that read ``inputs['label']``).
 
-Algorithm per example and restart r (keys: k_r = fold_in(key, r); (k_start, k_steps) =
-split(k_r); the objective's key at step t is fold_in(k_steps, t), so a resumed or re-chunked
-run reproduces the uninterrupted one):
+Algorithm per example and restart r (keys: k_r = fold_in(key, r), r counted from
+``first_restart``; (k_start, k_steps) = split(k_r); the objective's key at step t is
+fold_in(k_steps, t), so a resumed or re-chunked run reproduces the uninterrupted one):
 
 1. δ₀ = threat.start(k_start, x, budget); with ``start='ods'`` then one output-diversified
    step from there, its weight w drawn from fold_in(k_start, 1).
@@ -52,6 +52,7 @@ __all__ = [
     "STARTS",
     "Objective",
     "as_inputs",
+    "best_of",
     "make_attack",
     "validate_inputs",
 ]
@@ -116,7 +117,8 @@ class Attack(NamedTuple):
       run: (params, inputs, budget, key) -> AttackResult; init, ``steps`` steps, finalize.
       objective, threat, rule: the pieces; steps, restarts: loop lengths; image_shape: the
         expected (H, W, C) of ``inputs['x']`` (None: unchecked); requires: input names the
-        objective reads.
+        objective reads; first_restart: index of the first restart (its keys are
+        fold_in(key, first_restart + r)).
     """
 
     init: Callable[..., AttackState]
@@ -130,6 +132,36 @@ class Attack(NamedTuple):
     restarts: int
     image_shape: tuple[int, ...] | None
     requires: tuple[str, ...]
+    first_restart: int = 0
+
+
+def best_of(*results: AttackResult) -> AttackResult:
+    """The best of several attacks' results on the same examples, elementwise by ``value``
+    (ties to the first); non-finite step counts add up.
+
+    Restarts are independent, so ``best_of(a, b)`` with ``a`` the first R restarts of a key
+    and ``b`` restarts R..R+R'−1 (``first_restart=R``) of the same key equals the (R + R')-
+    restart attack of that key to float32 rounding: a stronger check can reuse a finished
+    attack instead of repeating its restarts.
+    """
+    if not results:
+        raise ValueError("best_of needs at least one AttackResult")
+    best = results[0]
+    for other in results[1:]:
+        if np.shape(other.value) != np.shape(best.value):
+            raise ValueError(
+                f"best_of needs results of one shape, got {np.shape(best.value)} and "
+                f"{np.shape(other.value)}"
+            )
+        take = other.value > best.value
+        lead = take.reshape(take.shape + (1,) * (best.delta.ndim - take.ndim))
+        best = AttackResult(
+            jnp.where(lead, other.delta, best.delta),
+            jnp.where(take, other.value, best.value),
+            jnp.where(take, other.start_value, best.start_value),
+            best.nonfinite + other.nonfinite,
+        )
+    return best
 
 
 def as_inputs(inputs: Any) -> dict[str, Any]:
@@ -208,6 +240,7 @@ def make_attack(
     requires: tuple[str, ...] | None = None,
     schedule: str = "constant",
     start: str = "random",
+    first_restart: int = 0,
 ) -> Attack:
     """Builds an attack from its pieces (see the module docstring).
 
@@ -239,6 +272,9 @@ def make_attack(
         Needs a ball threat and an objective with an ``output`` function (this package's
         ``latent_damage`` and ``output_damage`` have one); costs one extra gradient per
         restart.
+      first_restart: restart r uses the keys of restart ``first_restart + r``, so an attack
+        with ``first_restart=R`` runs restarts R, R+1, ... of the same key and
+        :func:`best_of` it with the R-restart attack equals the longer attack.
 
     Returns:
       An :class:`Attack`.
@@ -247,6 +283,8 @@ def make_attack(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if int(restarts) < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if int(first_restart) < 0:
+        raise ValueError(f"first_restart must be >= 0, got {first_restart}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     if isinstance(step_size, int | float) and not (np.isfinite(step_size) and step_size >= 0):
@@ -270,7 +308,7 @@ def make_attack(
             "a penalty budget is a weight, not a radius: give the first-order rule an explicit "
             "step_size (or use rule='lbfgs', whose line search picks the step)"
         )
-    steps, restarts = int(steps), int(restarts)
+    steps, restarts, first_restart = int(steps), int(restarts), int(first_restart)
     if image_shape is None:
         image_shape = getattr(objective, "image_shape", None)
     image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
@@ -311,7 +349,7 @@ def make_attack(
                 delta = diversify(params, inputs, delta, budget, jax.random.fold_in(k_start, 1))
             return delta, step_rule.init(delta), k_steps
 
-        delta, rule_state, step_keys = jax.vmap(one)(jnp.arange(restarts))
+        delta, rule_state, step_keys = jax.vmap(one)(first_restart + jnp.arange(restarts))
         minus_inf = jnp.full((restarts,), -jnp.inf, x.dtype)
         zeros = jnp.zeros((restarts,), jnp.int32)
         return AttackState(
@@ -414,6 +452,7 @@ def make_attack(
         restarts,
         image_shape,
         requires,
+        first_restart,
     )
     attack_ref.append(attack)
     return attack

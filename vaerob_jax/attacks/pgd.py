@@ -29,6 +29,7 @@ def pgd(
     image_shape: tuple[int, ...] | None = None,
     schedule: str = "constant",
     start: str = "random",
+    first_restart: int = 0,
 ) -> Attack:
     """Builds a projected-gradient maximum-damage attack (Eq. 4 of 000; Eq. 5 of 001).
 
@@ -53,6 +54,8 @@ def pgd(
         (:func:`~vaerob_jax.attacks.make_attack`).
       start: 'random' (uniform in the ball) or 'ods' (output-diversified starts; see
         :func:`~vaerob_jax.attacks.make_attack`).
+      first_restart: index of the first restart's keys (restarts R, R+1, ... of a key, to be
+        combined with an R-restart attack by :func:`~vaerob_jax.attacks.best_of`).
 
     Returns:
       An :class:`~vaerob_jax.attacks.Attack`; ``attack.run(params, inputs, eps, key)``
@@ -75,4 +78,5 @@ def pgd(
         image_shape=image_shape,
         schedule=schedule,
         start=start,
+        first_restart=first_restart,
     )
