@@ -11,6 +11,7 @@ import pytest
 from vaerob_jax.robustness.stats import (
     bootstrap_medians,
     disparity,
+    friedman_test,
     holm,
     median_range_test,
     permutation_test_median,
@@ -258,3 +259,116 @@ def test_median_range_test_statistic_groups_and_errors():
         median_range_test(values, np.zeros(9), 0)
     with pytest.raises(ValueError, match="n_perm"):
         median_range_test(values, groups, 0, n_perm=0)
+
+
+# ---- Friedman's test over replicates ------------------------------------------------------
+def _friedman_brute_force(table):
+    """P(Q* >= Q) over all (G!)^K within-row orderings, enumerated arrangement by arrangement
+    (average ranks for ties), and the largest Q* (independent of the library's histogram)."""
+    from scipy.stats import rankdata
+
+    ranks = np.stack([rankdata(row) for row in np.asarray(table, float)])
+    k, g = ranks.shape
+
+    def q(r):
+        return 12 / (k * g * (g + 1)) * np.sum(r.sum(axis=0) ** 2) - 3 * k * (g + 1)
+
+    q_obs = q(ranks)
+    perms = list(itertools.permutations(range(g)))
+    qs = np.array(
+        [
+            q(np.stack([ranks[i][list(p)] for i, p in enumerate(arr)]))
+            for arr in itertools.product(perms, repeat=k)
+        ]
+    )
+    return float(np.mean(qs >= q_obs - 1e-9)), float(np.mean(qs >= qs.max() - 1e-9)), q_obs
+
+
+def test_friedman_exact_p_matches_brute_force_enumeration_and_scipy_statistic():
+    from scipy.stats import friedmanchisquare
+
+    rng = np.random.default_rng(7)
+    for shape in [(3, 4), (2, 3), (4, 3)]:
+        table = rng.normal(size=shape)
+        res = friedman_test(table)
+        p, p_min, q = _friedman_brute_force(table)
+        assert res["exact"] and res["n_blocks"] == shape[0] and res["n_groups"] == shape[1]
+        assert res["p_value"] == pytest.approx(p, abs=1e-12)
+        assert res["min_p"] == pytest.approx(p_min, abs=1e-12)
+        assert res["statistic"] == pytest.approx(q)
+        assert res["statistic"] == pytest.approx(friedmanchisquare(*table.T).statistic)
+        assert 0 <= res["kendall_w"] <= 1
+    tied = np.array([[1.0, 1.0, 2.0], [3.0, 1.0, 1.0], [0.5, 0.2, 0.9]])  # average ranks
+    res = friedman_test(tied, method="exact")
+    p, p_min, q = _friedman_brute_force(tied)
+    assert res["p_value"] == pytest.approx(p, abs=1e-12) and res["statistic"] == pytest.approx(q)
+
+
+def test_friedman_same_ordering_everywhere_reaches_its_smallest_p_and_names_the_group():
+    names = ["a", "b", "c", "d"]
+    rng = np.random.default_rng(3)
+    base = np.array([1.0, 3.0, 2.0, 0.5])
+    table = base * rng.uniform(1.0, 1.2, (3, 1)) + np.arange(3)[:, None]  # same order, rescaled
+    res = friedman_test(table, names=names)
+    assert res["p_value"] == pytest.approx(1 / 576) == res["min_p"]
+    assert res["kendall_w"] == pytest.approx(1.0)
+    assert (res["highest"], res["lowest"], res["times_highest"]) == ("b", "d", 3)
+    assert res["mean_ranks"] == {"a": 2.0, "b": 4.0, "c": 3.0, "d": 1.0}
+    # three replicates that disagree completely: W = 0 and p = 1
+    cyclic = np.array([[1.0, 2.0, 3.0], [2.0, 3.0, 1.0], [3.0, 1.0, 2.0]])
+    res = friedman_test(cyclic)
+    assert res["kendall_w"] == pytest.approx(0.0, abs=1e-12) and res["p_value"] == pytest.approx(
+        1.0
+    )
+
+
+def test_friedman_is_calibrated_under_the_null_exactly_and_by_monte_carlo():
+    """Replicates that rank the groups at random: the exact test rejects at 0.05 at the rate
+    of its largest attainable level <= 0.05 (computed by enumeration), the Monte-Carlo
+    version at about 0.05, and both agree on one table within Monte-Carlo error."""
+    rng = np.random.default_rng(11)
+    alpha, trials = 0.05, 600
+    # The exact null law of p for K = 3, G = 4 from one enumeration: P(p <= alpha).
+    ranks = np.tile(np.arange(4.0), (3, 1))
+    levels = []
+    for arr in itertools.product(itertools.permutations(range(4)), repeat=2):
+        t = np.stack([ranks[0], ranks[1][list(arr[0])], ranks[2][list(arr[1])]])
+        levels.append(t.sum(axis=0) @ t.sum(axis=0))
+    levels = np.asarray(levels)
+    p_of = {v: np.mean(levels >= v) for v in np.unique(levels)}
+    size = sum(np.mean(levels == v) for v, p in p_of.items() if p <= alpha)
+    rate = np.mean(
+        [friedman_test(rng.normal(size=(3, 4)))["p_value"] <= alpha for _ in range(trials)]
+    )
+    lo, hi = _binomial_99(trials, size)
+    assert lo <= rate <= hi, (rate, size)
+    mc = [
+        friedman_test(rng.exponential(size=(8, 6)), t, n_perm=199, method="monte_carlo")["p_value"]
+        for t in range(300)
+    ]
+    lo, hi = _binomial_99(300, alpha)
+    assert lo <= np.mean(np.asarray(mc) <= alpha) <= hi
+    table = rng.normal(size=(5, 4)) + np.array([0.0, 0.3, 0.6, 0.9])
+    exact = friedman_test(table)["p_value"]
+    approx = friedman_test(table, 1, n_perm=20_000, method="monte_carlo")
+    assert not approx["exact"]
+    assert abs(approx["p_value"] - exact) < 4 * np.sqrt(exact * (1 - exact) / 20_000) + 1e-4
+    # a consistent shift of one group over 8 replicates is found
+    shifted = rng.normal(size=(8, 4))
+    shifted[:, 2] += 3.0
+    assert friedman_test(shifted)["p_value"] < 0.01
+
+
+def test_friedman_bad_input_is_refused():
+    with pytest.raises(ValueError, match="replicates K >= 2"):
+        friedman_test(np.ones((1, 4)))
+    with pytest.raises(ValueError, match="replicates K >= 2"):
+        friedman_test(np.ones(4))
+    with pytest.raises(ValueError, match="NaN"):
+        friedman_test(np.array([[1.0, np.nan], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="names"):
+        friedman_test(np.ones((2, 3)), names=["a", "b"])
+    with pytest.raises(ValueError, match="method"):
+        friedman_test(np.ones((2, 3)), method="asymptotic")
+    with pytest.raises(ValueError, match="too large"):
+        friedman_test(np.random.default_rng(0).normal(size=(12, 6)), method="exact")

@@ -74,6 +74,7 @@ from vaerob_jax.robustness.r_robust import (
 from vaerob_jax.robustness.stats import (
     bootstrap_medians,
     disparity,
+    friedman_test,
     holm,
     median_range_test,
     permutation_test_median,
@@ -106,6 +107,7 @@ __all__ = [
     "estimate_margin",
     "evaluate_attacks",
     "frechet_distance",
+    "friedman_test",
     "holm",
     "knn",
     "knn_subgroup_shares",

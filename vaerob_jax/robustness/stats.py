@@ -19,6 +19,11 @@ just a different ``groups`` array. We add what the paper's box plots leave impli
   difference of medians, raw and Holm-adjusted over the family of comparisons (all
   permutations drawn at once, or enumerated exactly when there are few enough).
 * :func:`holm`: Holm's step-down adjustment, controlling the family-wise error rate.
+* :func:`friedman_test`: whether several independent replicates of a whole study (e.g.
+  models trained from other seeds) rank the groups alike — Friedman's rank statistic with
+  the replicates as blocks and an exact permutation p-value (every within-block ordering
+  enumerated), plus Kendall's concordance W. It treats the trained model as random, which
+  the tests above (conditional on one model) cannot.
 
 Everything is seeded (``key_or_seed``: an int, a ``numpy.random.Generator`` or a JAX key)
 and deterministic; reductions are the LAST step, after the compiled per-example metrics.
@@ -40,6 +45,7 @@ import numpy as np
 __all__ = [
     "bootstrap_medians",
     "disparity",
+    "friedman_test",
     "holm",
     "median_range_test",
     "permutation_test_median",
@@ -407,4 +413,140 @@ def median_range_test(
         "n_groups": len(labels),
         "highest": _label(labels[hi], names),
         "lowest": _label(labels[lo], names),
+    }
+
+
+# Exact Friedman distributions are enumerated while (orderings per block) x (distinct rank-sum
+# vectors) stays below this; beyond it the p-value is a Monte-Carlo estimate.
+_FRIEDMAN_EXACT_WORK = 1 << 23
+
+
+def _block_ranks(row: np.ndarray) -> np.ndarray:
+    """Ranks 1..G of one block, ties given their average rank."""
+    order = np.argsort(row, kind="stable")
+    ranks = np.empty(row.size)
+    ranks[order] = np.arange(1, row.size + 1)
+    for v in np.unique(row):
+        tied = row == v
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def friedman_test(
+    table: Any,
+    key_or_seed: Any = 0,
+    n_perm: int = 100_000,
+    *,
+    names: Sequence[str] | None = None,
+    method: str = "auto",
+) -> dict[str, Any]:
+    """Friedman's test that K independent replicates (blocks) do not rank G groups alike.
+
+    Each row of ``table`` is one replicate (e.g. a study repeated with another training seed:
+    new model, new examples, new attack), each column one group, each entry the replicate's
+    summary of that group (e.g. its median Δc). Within every row the groups are ranked 1..G
+    (ties: average ranks); with rank sums R_g over the rows,
+
+        Q = 12 / (K G (G + 1)) · Σ_g R_g² − 3 K (G + 1),      W = Q / (K (G − 1)),
+
+    Friedman's statistic and Kendall's coefficient of concordance (W = 1: every replicate
+    ranks the groups the same; ≈ 0: no agreement). Under H0 — in each replicate every ordering
+    of the groups is equally likely, i.e. no group is systematically higher over replicates —
+    the p-value ``P(Q* ≥ Q)`` is exact: the distribution of the rank-sum vector is built by
+    adding, replicate by replicate, every one of the G! orderings of that row's ranks
+    (enumerated as a histogram of rank-sum vectors, not as (G!)^K arrangements). When that
+    would take more than about 8·10⁶ operations it is estimated from ``n_perm`` random
+    orderings per row instead (``exact`` False), ``(1 + #{Q* ≥ Q}) / (1 + n_perm)``.
+
+    With few replicates the test is coarse: K = 3, G = 4 can reach at best p = 1/576 (the
+    same ordering three times) and one group highest in all three runs alone has probability
+    1/16 under H0; ``min_p`` reports the smallest attainable p-value.
+
+    Args:
+      table: ``(K, G)`` finite values, K >= 2 replicates, G >= 2 groups.
+      key_or_seed: seed of the Monte-Carlo fallback (unused when exact).
+      n_perm: Monte-Carlo orderings when the exact distribution is too large.
+      names: G group names for ``highest``/``mean_ranks`` (default: column indices).
+      method: 'auto' (exact where feasible, else Monte Carlo), 'exact' (raises where the
+        enumeration is too large) or 'monte_carlo'.
+
+    Returns:
+      ``{"statistic", "kendall_w", "p_value", "min_p", "exact", "n_blocks", "n_groups",
+      "mean_ranks", "highest", "lowest", "times_highest"}``: ``mean_ranks`` per group (G is
+      the highest value), ``highest``/``lowest`` the groups of largest / smallest mean rank,
+      ``times_highest`` in how many replicates ``highest`` ranked first.
+    """
+    x = np.asarray(table, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(
+            f"friedman_test needs a (replicates K >= 2, groups G >= 2) table, got shape {x.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError("friedman_test: the table contains NaN/inf entries")
+    if names is not None and len(names) != x.shape[1]:
+        raise ValueError(f"{len(names)} names for {x.shape[1]} groups")
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
+    if method not in ("auto", "exact", "monte_carlo"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'monte_carlo', got {method!r}")
+    k, g = x.shape
+    ranks = np.stack([_block_ranks(row) for row in x])
+    twice = np.rint(2 * ranks).astype(np.int64)  # average ranks are multiples of 1/2
+
+    def q_of(sum_sq: np.ndarray) -> np.ndarray:  # Q from Σ R_g², R in rank units
+        return 12.0 / (k * g * (g + 1)) * sum_sq - 3.0 * k * (g + 1)
+
+    q_obs = float(q_of(np.sum(np.sum(ranks, axis=0) ** 2)))
+    tol = 1e-9 * max(1.0, abs(q_obs))
+    perms = np.asarray(list(itertools.permutations(range(g))), np.int64)
+    base = 2 * g * k + 1  # rank sums (doubled) lie in [0, 2 g k]: one mixed-radix digit each
+    exact = method != "monte_carlo" and math.factorial(g) <= 40320 and g * math.log2(base) < 62
+    if exact:
+        weights = base ** np.arange(g, dtype=np.int64)
+        codes, counts = np.zeros(1, np.int64), np.ones(1, np.float64)
+        for row in twice:
+            if codes.size * perms.shape[0] > _FRIEDMAN_EXACT_WORK:
+                exact = False
+                break
+            shifts = row[perms] @ weights  # one code offset per ordering of this row's ranks
+            merged = (codes[:, None] + shifts[None, :]).ravel()
+            codes, inverse = np.unique(merged, return_inverse=True)
+            counts = np.bincount(
+                inverse, np.repeat(counts, shifts.size), minlength=codes.size
+            ).astype(np.float64)
+            counts /= counts.sum()  # probabilities (each ordering equally likely)
+    if method == "exact" and not exact:
+        raise ValueError(
+            f"the exact Friedman distribution of {k} blocks x {g} groups is too large to "
+            "enumerate here; use method='auto' or 'monte_carlo'"
+        )
+    if exact:
+        digits = (codes[:, None] // weights[None, :]) % base
+        q_all = q_of(np.sum((digits / 2.0) ** 2, axis=1))
+        p = float(np.sum(counts[q_all >= q_obs - tol]))
+        p_min = float(np.sum(counts[q_all >= q_all.max() - tol]))
+    else:
+        rng = _rng(key_or_seed)
+        hits = 0
+        for m in _chunked_rows(n_perm, k * g):
+            shuffled = rng.permuted(np.broadcast_to(ranks, (m, k, g)), axis=2)
+            hits += int(np.sum(q_of(np.sum(shuffled.sum(axis=1) ** 2, axis=1)) >= q_obs - tol))
+        p = (1.0 + hits) / (1.0 + n_perm)
+        p_min = 1.0 / (1.0 + n_perm)
+    mean_ranks = ranks.mean(axis=0)
+    hi, lo = int(np.argmax(mean_ranks)), int(np.argmin(mean_ranks))
+    label = (lambda j: names[j]) if names is not None else (lambda j: j)
+    return {
+        "statistic": q_obs,
+        "kendall_w": q_obs / (k * (g - 1)),
+        "p_value": min(1.0, p),
+        "min_p": p_min,
+        "exact": bool(exact),
+        "n_blocks": int(k),
+        "n_groups": int(g),
+        "mean_ranks": {label(j): float(mean_ranks[j]) for j in range(g)},
+        "highest": label(hi),
+        "lowest": label(lo),
+        "times_highest": int(np.sum(np.argmax(x, axis=1) == hi)),
     }
