@@ -4,8 +4,15 @@ Trains (or loads) a β grid, attacks n examples per intersectional subgroup over
 and writes ``deviation.csv``, ``summary.csv``, classifier-accuracy and neighbourhood tables,
 figures and ``report.md`` into ``--out``. A rerun with the same settings resumes.
 
+With ``--replicates K`` the whole study runs K times, for seeds seed, seed+1, ... (new
+models, classifiers, examples and attack keys), into ``--out``/seed=<s>/, and
+``replicates.md`` / ``replicate_tests.csv`` test whether the runs rank the subgroups alike
+(Friedman, exact; Holm over the cells): one run's disparity tests hold given its trained
+model, not over retraining.
+
 Example:
     $ vaerob subgroups --out results/subgroups                 # embedded shapes data
+    $ vaerob subgroups --replicates 3 --out results/replicates # the same over 3 training runs
     $ vaerob subgroups --dataset celeb_a --out results/celeba  # the paper's setting, prepared data
 """
 
@@ -79,6 +86,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="named settings (default: the dataset's preset if any, else 'shapes')",
     )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        help="run the whole study for this many consecutive seeds and test whether the runs "
+        "rank the subgroups alike (default 1: one run)",
+    )
     add_study_flags(p, _OVERRIDES)
     p.set_defaults(func=run)
     return p
@@ -95,6 +109,7 @@ def build_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Runs the study; errors exit with the codes of ``EXIT_CODES`` and one message."""
     from vaerob_jax.studies.subgroups import run_subgroup_study, validate_config
+    from vaerob_jax.studies.subgroups.replicates import replicate_seeds, run_replicates
 
     config = None
 
@@ -102,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         nonlocal config
         config = build_config(args)
         validate_config(config)
+        if args.replicates != 1:
+            replicate_seeds(config, args.replicates)  # refuses a bad count before any run
+            return run_replicates(
+                config, args.out, args.replicates, fresh=args.fresh, progress=not args.quiet
+            )
         return run_subgroup_study(config, args.out, fresh=args.fresh, progress=not args.quiet)
 
     code, paths = run_reporting_errors("subgroups", study)

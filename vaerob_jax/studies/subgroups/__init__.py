@@ -4,9 +4,11 @@ One call trains (or loads) a β grid, samples n examples per intersectional subg
 them over an ε grid with the maximum-damage attack (Eq. 4 of 000) for every β in compiled,
 vmapped programs, and evaluates Δc (Eq. 5), per-subgroup and per-attribute summaries and
 disparities, downstream attribute classifiers (Tables 1-2) and latent neighbourhoods
-(Figs. 7-9). The pieces: ``config`` (settings and presets), ``study`` (inputs, training, the
-attack cells), ``tables`` (tables and figures), ``readings`` (the report's computed text); the
-runner (:mod:`vaerob_jax.studies.runner`) does the rest.
+(Figs. 7-9); ``run_replicates`` repeats it over training seeds and tests whether the runs
+rank the subgroups alike. The pieces: ``config`` (settings and presets), ``study`` (inputs,
+training, the attack cells), ``tables`` (tables and figures), ``readings`` (the report's
+computed text), ``replicates`` (the comparison of runs); the runner
+(:mod:`vaerob_jax.studies.runner`) does the rest.
 
 Example:
     >>> from vaerob_jax.studies.subgroups import SUBGROUP_PRESETS, run_subgroup_study
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from vaerob_jax.studies.runner import run_study
 from vaerob_jax.studies.subgroups.config import SUBGROUP_PRESETS, SubgroupStudyConfig
+from vaerob_jax.studies.subgroups.replicates import run_replicates
 from vaerob_jax.studies.subgroups.study import SubgroupStudy, prepare_inputs, validate_config
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "SubgroupStudy",
     "SubgroupStudyConfig",
     "prepare_inputs",
+    "run_replicates",
     "run_subgroup_study",
     "validate_config",
 ]
