@@ -130,6 +130,9 @@ def test_summary_matches_the_per_example_table(study):
         if cmp.any():
             assert s["share_bound_le_margin"] == pytest.approx(np.mean(bnd[cmp] <= est[cmp]))
         assert s["n_censored"] == sum(r["censored"] for r in sel)
+        # margin 0 exactly where the clean input already fails Eq. 2 (p_clean <= m)
+        clean_fails = np.array([r["p_clean"] <= TINY.m for r in sel])
+        assert s["share_zero_margin"] == pytest.approx(clean_fails.mean())
 
 
 @pytest.mark.slow
@@ -421,3 +424,45 @@ def test_attack_check_reading_follows_the_table():
     assert "1 estimates fell and 1 rose" in both and "not monotone" in both
     still = attack_check_reading([row("a", 1.0, 0), row("b", 1.0, 0)], TINY)
     assert "No estimate fell" in still and "not monotone" not in still
+
+
+def test_margin_vs_deviation_sentence_follows_the_data():
+    from vaerob_jax.studies.margins.readings import margin_deviation_reading
+
+    rng = np.random.default_rng(0)
+    margins = rng.uniform(0.1, 1.0, 40)
+
+    def rows(sign_by_beta):
+        return [
+            {"beta": b, "margin_estimate": m, "delta_c": s * m}
+            for b, s in sign_by_beta.items()
+            for m in margins
+        ]
+
+    falling = margin_deviation_reading(rows({1.0: -1.0, 5.0: -1.0}), 0.1)
+    assert "smaller margins are damaged more" in falling
+    assert "β=1: -1.00" in falling and "differs" not in falling
+    rising = margin_deviation_reading(rows({1.0: 1.0}), 0.1)
+    assert "larger margins are damaged more" in rising and "within each β" not in rising
+    mixed = margin_deviation_reading(rows({1.0: 1.0, 5.0: -1.0}), 0.1)
+    assert "the direction differs between β" in mixed
+    flat = [{"beta": 1.0, "margin_estimate": m, "delta_c": 1.0} for m in margins]
+    assert "undefined" in margin_deviation_reading(flat, 0.1)
+
+
+def test_smallest_margin_sentence_names_ties_and_zero_margins():
+    from vaerob_jax.studies.margins.readings import smallest_margin_reading
+
+    def g(name, med):
+        return {"subgroup": name, "margin_median": med}
+
+    overall = {"beta": 10.0, "tau": 0.0, "margin_median": 0.0, "bound_median": 0.08}
+    tie = smallest_margin_reading(
+        {**overall, "share_zero_margin": 0.72}, [g("a", 0.0), g("b", 0.0), g("c", 0.05)]
+    )
+    assert "72 % of examples are not r-robust even unperturbed" in tie
+    assert "shared by a, b" in tie and "smallest median margin: " not in tie
+    one = smallest_margin_reading({**overall, "share_zero_margin": 0.0}, [g("a", 0.3), g("b", 0.2)])
+    assert one.endswith("smallest median margin: b (0.2).") and "unperturbed" not in one
+    every = smallest_margin_reading(overall, [g("a", 0.0), g("b", 0.0)])
+    assert "none is smallest" in every

@@ -71,6 +71,7 @@ MARGIN_SUMMARY_COLUMNS = (
     "share_bound_defined",
     "share_bound_le_margin",
     "n_censored",
+    "share_zero_margin",
 )
 
 # Settings that must agree with a subgroup study's config for its trained β grid to be reused.

@@ -87,12 +87,7 @@ def report_sections(
             continue
         groups = [g for g in summary if (g["beta"], g["tau"]) == (s["beta"], s["tau"])]
         groups = [g for g in groups if g["subgroup"] != "all"]
-        low = min(groups, key=lambda g: g["margin_median"])
-        per_model.append(
-            f"β={s['beta']:g}, τ={s['tau']:g}: median margin {s['margin_median']:.3g} "
-            f"(bound {s['bound_median']:.3g}); smallest median margin: {low['subgroup']} "
-            f"({low['margin_median']:.3g})."
-        )
+        per_model.append(smallest_margin_reading(s, groups))
     trend = []
     for t in sorted({r["tau"] for r in rows}):
         by_beta = {}
@@ -171,21 +166,72 @@ def report_sections(
             }
         )
     if joined:
-        x = np.array([r["margin_estimate"] for r in joined], float)
-        y = np.array([r["delta_c"] for r in joined], float)
-        rho = report.spearman(x, y) if len(joined) > 1 else math.nan
         sections.append(
             {
                 "heading": "Margin against the subgroup study's Δc",
-                "reading": (
-                    f"{len(joined)} examples attacked in both studies; Spearman ρ between the "
-                    f"margin and Δc at ε={eps_max:g} is {rho:.2f} (negative: examples with "
-                    f"small margins are damaged most)."
-                ),
+                "reading": margin_deviation_reading(joined, eps_max),
                 "figure": paths.get("fig_margin_vs_deviation"),
             }
         )
     return sections
+
+
+def smallest_margin_reading(overall: dict[str, Any], groups: list[dict[str, Any]]) -> str:
+    """One model's line: median margin and bound, the share whose clean input is already not
+    r-robust (margin 0), and the subgroup(s) of smallest median margin, ties named as ties."""
+    text = (
+        f"β={overall['beta']:g}, τ={overall['tau']:g}: median margin "
+        f"{overall['margin_median']:.3g} (bound {overall['bound_median']:.3g})"
+    )
+    zero = float(overall.get("share_zero_margin", 0.0))
+    if zero > 0:
+        text += f"; {100 * zero:.0f} % of examples are not r-robust even unperturbed (margin 0)"
+    low = min(g["margin_median"] for g in groups)
+    tied = [g["subgroup"] for g in groups if g["margin_median"] == low]
+    if len(tied) == 1:
+        return text + f"; smallest median margin: {tied[0]} ({low:.3g})."
+    if len(tied) == len(groups):
+        return text + f"; every subgroup's median margin is {low:.3g}, so none is smallest."
+    return text + f"; smallest median margin {low:.3g}, shared by {', '.join(tied)}."
+
+
+def _direction(rho: float) -> str:
+    if not math.isfinite(rho):
+        return "undefined (too few examples or constant values)"
+    if abs(rho) < 0.1:
+        return "nearly unrelated"
+    return (
+        "examples with smaller margins are damaged more"
+        if rho < 0
+        else "examples with larger margins are damaged more"
+    )
+
+
+def margin_deviation_reading(joined: list[dict[str, Any]], eps_max: float) -> str:
+    """Spearman rho between the estimated margin and the subgroup study's delta_c, pooled and
+    per beta (beta moves both, so the pooled value mixes models), with its direction in words."""
+
+    def rho_of(rows: list[dict[str, Any]]) -> float:
+        if len(rows) < 3:
+            return math.nan
+        x = np.array([r["margin_estimate"] for r in rows], float)
+        y = np.array([r["delta_c"] for r in rows], float)
+        return float(report.spearman(x, y))
+
+    pooled = rho_of(joined)
+    betas = sorted({float(r["beta"]) for r in joined})
+    per_beta = [(b, rho_of([r for r in joined if float(r["beta"]) == b])) for b in betas]
+    text = (
+        f"{len(joined)} examples attacked in both studies; Spearman ρ between the margin and "
+        f"Δc at ε={eps_max:g} is {pooled:.2f} over all models ({_direction(pooled)})"
+    )
+    if len(betas) > 1:
+        parts = ", ".join(f"β={b:g}: {r:.2f}" for b, r in per_beta)
+        text += f" and {parts} within each β"
+        signs = {np.sign(r) for _, r in per_beta if math.isfinite(r) and abs(r) >= 0.1}
+        if len(signs) > 1:
+            text += " (the direction differs between β)"
+    return text + "."
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -135,6 +135,8 @@ def summarize_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     if cmp.any()
                     else math.nan,
                     "n_censored": int(sum(bool(r["censored"]) for r in sel)),
+                    # not r-robust even unperturbed (Eq. 2's p <= m at delta = 0): margin 0
+                    "share_zero_margin": float(np.mean(est == 0.0)),
                 }
             )
     return out
