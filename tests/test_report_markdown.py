@@ -82,10 +82,15 @@ def test_reading_highest_median_picks_the_right_subgroup():
     text = reading_highest_median(SUMMARY, beta=1, eps=0.1, p_value=0.003)
     assert text == (
         "old-women have the highest median Δc at β=1, ε=0.1: 0.45 [95% CI 0.35, 0.5] "
-        "(2.2× young-women, 0.2; p=0.003)"
+        "(2.25× young-women, 0.2; p=0.003)"
     )
     text = reading_highest_median(SUMMARY, beta=1.0, eps=0.1, baseline="young-men")
     assert text.endswith("(1.8× young-men, 0.25)")
+    close = [
+        dict(r, median=0.30 * 1.046) if r["subgroup"] == "old-women" else r for r in SUMMARY[:4]
+    ]
+    text = reading_highest_median(close, beta=1, eps=0.1, baseline="old-men")
+    assert "(1.05× old-men" in text  # three figures: a 1.046 ratio must not read as "1×"
     assert reading_highest_median(SUMMARY, beta=5, eps=0.1).startswith("young-men have")
     tied = SUMMARY[:4] + [dict(SUMMARY[3], subgroup="old-x", median=0.45)]
     assert "(tied with old-x)" in reading_highest_median(tied, beta=1, eps=0.1)

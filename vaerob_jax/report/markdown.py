@@ -190,7 +190,7 @@ def reading_highest_median(
         base = matches[0]
     if base is not top and not ties:
         b = float(base[value])
-        ratio = f"{float(top[value]) / b:.2g}×" if b > 0 else "vs"
+        ratio = f"{float(top[value]) / b:.3g}×" if b > 0 else "vs"
         extra = f"; {p_label}={p_value:.2g}" if p_value is not None else ""
         text += f" ({ratio} {base['subgroup']}, {b:.3g}{extra})"
     elif p_value is not None:

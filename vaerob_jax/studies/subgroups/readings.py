@@ -189,7 +189,7 @@ def pairwise_reading(
     parts = []
     for beta in sorted({d["beta"] for d in at}):
         sig = [
-            f"{d['subgroup']} ({d['ratio']:.2g}×, Holm p={d['p_holm']:.2g})"
+            f"{d['subgroup']} ({d['ratio']:.3g}×, Holm p={d['p_holm']:.2g})"
             for d in at
             if d["beta"] == beta and d["p_holm"] < alpha
         ]
