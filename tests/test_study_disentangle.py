@@ -369,3 +369,13 @@ def test_end_to_end(study, tmp_path):
     _check_summary_recomputes_from_the_rows(study)
     _check_metrics_and_report_sentences_follow_the_tables(study)
     _check_a_rerun_resumes_without_recomputing(study, tmp_path)
+
+
+def test_lambda_ends_sentence_follows_the_attack_rows():
+    from vaerob_jax.studies.disentangle.readings import lambda_ends_reading
+
+    first = [{"d_norm": 2.0, "ratio": 0.4}]
+    still = lambda_ends_reading([{"d_norm": 1e-4, "ratio": 0.999}], first, 2.0**20, 2.0**-10)
+    assert "left the input almost where it was" in still and "Δ/Δ(d = 0) averaged 0.999" in still
+    moved = lambda_ends_reading([{"d_norm": 0.3, "ratio": 0.8}], first, 2.0**20, 2.0**-10)
+    assert "lowered Δ by 20 %" in moved and "almost where it was" not in moved

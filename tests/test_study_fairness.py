@@ -486,3 +486,23 @@ def test_utkface_needs_a_folder_with_parseable_files(tmp_path):
             dataclasses.replace(cfg, utkface_dir=str(empty)), tmp_path / "o", **QUIET
         )
     assert not (tmp_path / "o" / "train").exists()
+
+
+def test_attack_check_sentence_reads_the_sign_of_the_changes():
+    from types import SimpleNamespace
+
+    from vaerob_jax.studies.fairness.readings import attack_sentence
+
+    config = SimpleNamespace(check_factor=4, check_restarts=2)
+
+    def res(*changes):
+        rows = [dict(change=c, model_id=f"m{i}", eps=0.1) for i, c in enumerate(changes)]
+        return SimpleNamespace(attack_check=rows)
+
+    rose = attack_sentence(res(0.004, 0.0), config)
+    assert "rose by at most 0.0040 (m0" in rose and rose.endswith("converged to 0.01.")
+    fell = attack_sentence(res(-0.03, -0.001), config)
+    assert "did not rise" in fell and "rose" not in fell.replace("did not rise", "")
+    assert "NOT converged to 0.01" in fell  # a 0.03 move either way is not converged
+    both = attack_sentence(res(0.002, -0.02), config)
+    assert "changed by at most 0.0200 (m1" in both

@@ -424,6 +424,8 @@ def test_attack_check_reading_follows_the_table():
     assert "1 estimates fell and 1 rose" in both and "not monotone" in both
     still = attack_check_reading([row("a", 1.0, 0), row("b", 1.0, 0)], TINY)
     assert "No estimate fell" in still and "not monotone" not in still
+    rose = attack_check_reading([row("a", 2.0, 1), row("b", 1.5, 1)], TINY)
+    assert "(no estimate fell)" in rose and "largest fall" not in rose
 
 
 def test_margin_vs_deviation_sentence_follows_the_data():
@@ -446,6 +448,10 @@ def test_margin_vs_deviation_sentence_follows_the_data():
     assert "larger margins are damaged more" in rising and "within each β" not in rising
     mixed = margin_deviation_reading(rows({1.0: 1.0, 5.0: -1.0}), 0.1)
     assert "the direction differs between β" in mixed
+    # a weak association among 40 examples (critical |rho| 0.31) claims no direction
+    weak = [{"beta": 1.0, "margin_estimate": m, "delta_c": -m + rng.normal(0, 2)} for m in margins]
+    text = margin_deviation_reading(weak, 0.1)
+    assert "no monotone association at 0.05: |ρ| < 0.31" in text, text
     flat = [{"beta": 1.0, "margin_estimate": m, "delta_c": 1.0} for m in margins]
     assert "undefined" in margin_deviation_reading(flat, 0.1)
 
@@ -466,3 +472,16 @@ def test_smallest_margin_sentence_names_ties_and_zero_margins():
     assert one.endswith("smallest median margin: b (0.2).") and "unperturbed" not in one
     every = smallest_margin_reading(overall, [g("a", 0.0), g("b", 0.0)])
     assert "none is smallest" in every
+
+
+def test_beta_trend_sentence_needs_two_betas_and_follows_the_means():
+    from vaerob_jax.studies.margins.readings import beta_trend_readings
+
+    def row(beta, sigma, jac, margin):
+        return dict(tau=0.0, beta=beta, sigma_min=sigma, jac_fro=jac, margin_estimate=margin)
+
+    assert "one β only" in beta_trend_readings([row(1.0, 0.1, 2.0, 0.5)])[0]
+    rising = beta_trend_readings([row(1.0, 0.1, 2.0, 0.5), row(5.0, 0.2, 1.0, 0.7)])[0]
+    assert "σ_min grows" in rising and "‖J‖_F shrinks" in rising and "margin grows" in rising
+    mixed = beta_trend_readings([row(1.0, 0.1, 2.0, 0.5), row(5.0, 0.05, 3.0, 0.4)])[0]
+    assert "σ_min does not grow" in mixed and "does not shrink" in mixed

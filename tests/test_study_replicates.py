@@ -118,8 +118,24 @@ def test_outputs_are_written_and_two_runs_cannot_reach_a_holm_rejection(tmp_path
     assert paths["figure"].stat().st_size > 1000
     report = paths["report"].read_text()
     assert "more runs are needed before any cell can reject" in report  # 1/24 > 0.05/4
+    # and no cell's sentence reads that lack of power as a failure to reproduce
+    assert "cannot reject after Holm's adjustment over 4 cells" in report
+    assert "not reproduced by retraining" not in report
     assert "[seed=0/report.md](seed=0/report.md)" in report
     assert len(read_csv(paths["replicate_medians"])) == 2 * 4 * 4
+
+
+def test_tied_highest_medians_are_named_as_ties(tmp_path):
+    cell = (1.0, 0.1)
+    seed_medians = {
+        0: {cell: [1.0, 1.3, 1.1, 1.3]},  # young-men and old-men tie for the highest
+        1: {cell: [1.0, 1.3, 1.1, 1.2]},
+        2: {cell: [1.0, 1.2, 1.1, 1.3]},
+    }
+    _, tests = replicate_tables(_runs(tmp_path, seed_medians))
+    assert tests[0]["highest_each_run"] == "young-men=old-men;young-men;old-men"
+    sentence = replicate_readings(tests)[1]
+    assert "young-men and old-men tied in 1, young-men in 1, old-men in 1 of the 3" in sentence
 
 
 def test_runs_of_other_configs_or_unfinished_runs_are_refused(tmp_path):

@@ -393,7 +393,13 @@ def fig2_sentence(res: FairnessResults) -> str:
     for k in sorted({r["K"] for r in res.theory}):
         rows = {r["classifier"].split()[0]: r for r in pick(res.theory, K=k)}
         nat, fair = rows["natural"], rows["fair"]
-        toward = "toward" if fair["distance_g0"] < nat["distance_g0"] else "away from"
+        toward = (
+            "toward"
+            if fair["distance_g0"] < nat["distance_g0"]
+            else "away from"
+            if fair["distance_g0"] > nat["distance_g0"]
+            else "neither toward nor away from"
+        )
         parts.append(
             f"K = {k:g}: the fair threshold {fair['theta']:.3f} vs the natural {nat['theta']:.3f} "
             f"moves the boundary {toward} the low-variance class (its distance "
@@ -407,15 +413,22 @@ def fig2_sentence(res: FairnessResults) -> str:
 def attack_sentence(res: FairnessResults, config: FairnessStudyConfig) -> str:
     if not res.attack_check:
         return "No attack check was run."
-    worst = max(res.attack_check, key=lambda r: r["change"])
+    worst = max(res.attack_check, key=lambda r: abs(r["change"]))
     changes = np.array([r["change"] for r in res.attack_check])
+    verb = (
+        "rose by at most"
+        if changes.max() > 0 and worst["change"] > 0
+        else "changed by at most"
+        if changes.max() > 0
+        else "did not rise; it moved by at most"
+    )
     return (
         f"With {config.check_factor}× the PGD steps and {config.check_restarts} "
         f"restart{'s' if config.check_restarts != 1 else ''} the "
-        f"boundary error of the {len(res.attack_check)} (model, ε) pairs rose by at most "
-        f"{worst['change']:.4f} ({worst['model_id']}, ε = {worst['eps']:g}; median "
-        f"{np.median(changes):.4f}); the reported errors are "
-        + ("converged to 0.01." if worst["change"] <= 0.01 else "NOT converged to 0.01 there.")
+        f"boundary error of the {len(res.attack_check)} (model, ε) pairs {verb} "
+        f"{abs(worst['change']):.4f} ({worst['model_id']}, ε = {worst['eps']:g}; median "
+        f"{np.median(changes):+.4f}); the reported errors are "
+        + ("converged to 0.01." if abs(worst["change"]) <= 0.01 else "NOT converged to 0.01 there.")
     )
 
 

@@ -88,23 +88,7 @@ def report_sections(
         groups = [g for g in summary if (g["beta"], g["tau"]) == (s["beta"], s["tau"])]
         groups = [g for g in groups if g["subgroup"] != "all"]
         per_model.append(smallest_margin_reading(s, groups))
-    trend = []
-    for t in sorted({r["tau"] for r in rows}):
-        by_beta = {}
-        for col in ("sigma_min", "jac_fro", "margin_estimate"):
-            by_beta[col] = [
-                float(np.mean([r[col] for r in rows if r["tau"] == t and r["beta"] == b]))
-                for b in sorted({r["beta"] for r in rows})
-            ]
-        word = {True: "grows", False: "does not grow"}
-        mono_s = bool(np.all(np.diff(by_beta["sigma_min"]) > 0))
-        mono_j = bool(np.all(np.diff(by_beta["jac_fro"]) < 0))
-        mono_m = bool(np.all(np.diff(by_beta["margin_estimate"]) > 0))
-        trend.append(
-            f"τ={t:g}: with β, mean σ_min {word[mono_s]} monotonically, mean ‖J‖_F "
-            f"{'shrinks' if mono_j else 'does not shrink'} monotonically and the mean margin "
-            f"{word[mono_m]} monotonically (001 Fig. 9 expects all three)."
-        )
+    trend = beta_trend_readings(rows)
     sections: list[dict[str, Any]] = [
         {
             "heading": "Setting",
@@ -195,11 +179,39 @@ def smallest_margin_reading(overall: dict[str, Any], groups: list[dict[str, Any]
     return text + f"; smallest median margin {low:.3g}, shared by {', '.join(tied)}."
 
 
-def _direction(rho: float) -> str:
+def beta_trend_readings(rows: list[dict[str, Any]]) -> list[str]:
+    """Per τ: whether the mean σ_min grows, the mean ‖J‖_F shrinks and the mean margin grows
+    monotonically with β (001 Fig. 9); with one β, that no trend can be read."""
+    trend = []
+    for t in sorted({r["tau"] for r in rows}):
+        by_beta = {}
+        for col in ("sigma_min", "jac_fro", "margin_estimate"):
+            by_beta[col] = [
+                float(np.mean([r[col] for r in rows if r["tau"] == t and r["beta"] == b]))
+                for b in sorted({r["beta"] for r in rows})
+            ]
+        if len(by_beta["sigma_min"]) < 2:
+            trend.append(f"τ={t:g}: one β only, so no trend against β can be read.")
+            continue
+        word = {True: "grows", False: "does not grow"}
+        mono_s = bool(np.all(np.diff(by_beta["sigma_min"]) > 0))
+        mono_j = bool(np.all(np.diff(by_beta["jac_fro"]) < 0))
+        mono_m = bool(np.all(np.diff(by_beta["margin_estimate"]) > 0))
+        trend.append(
+            f"τ={t:g}: with β, mean σ_min {word[mono_s]} monotonically, mean ‖J‖_F "
+            f"{'shrinks' if mono_j else 'does not shrink'} monotonically and the mean margin "
+            f"{word[mono_m]} monotonically (001 Fig. 9 expects all three)."
+        )
+    return trend
+
+
+def _direction(rho: float, n: int) -> str:
+    """The direction of a Spearman rho in words, claimed only where |rho| exceeds the two-sided
+    5 % critical value of no association, 1.96 / sqrt(n - 1) (normal approximation)."""
     if not math.isfinite(rho):
         return "undefined (too few examples or constant values)"
-    if abs(rho) < 0.1:
-        return "nearly unrelated"
+    if abs(rho) * math.sqrt(max(n - 1, 1)) < 1.96:
+        return f"no monotone association at 0.05: |ρ| < {1.96 / math.sqrt(max(n - 1, 1)):.2f}"
     return (
         "examples with smaller margins are damaged more"
         if rho < 0
@@ -223,12 +235,19 @@ def margin_deviation_reading(joined: list[dict[str, Any]], eps_max: float) -> st
     per_beta = [(b, rho_of([r for r in joined if float(r["beta"]) == b])) for b in betas]
     text = (
         f"{len(joined)} examples attacked in both studies; Spearman ρ between the margin and "
-        f"Δc at ε={eps_max:g} is {pooled:.2f} over all models ({_direction(pooled)})"
+        f"Δc at ε={eps_max:g} is {pooled:.2f} over all models ({_direction(pooled, len(joined))})"
     )
     if len(betas) > 1:
-        parts = ", ".join(f"β={b:g}: {r:.2f}" for b, r in per_beta)
-        text += f" and {parts} within each β"
-        signs = {np.sign(r) for _, r in per_beta if math.isfinite(r) and abs(r) >= 0.1}
+        sizes = {b: sum(float(r["beta"]) == b for r in joined) for b in betas}
+
+        def significant(b: float, r: float) -> bool:
+            return math.isfinite(r) and abs(r) * math.sqrt(max(sizes[b] - 1, 1)) >= 1.96
+
+        parts = ", ".join(
+            f"β={b:g}: {r:.2f}" + ("*" if significant(b, r) else "") for b, r in per_beta
+        )
+        text += f" and {parts} within each β (* beyond the 5 % critical value)"
+        signs = {np.sign(r) for b, r in per_beta if significant(b, r)}
         if len(signs) > 1:
             text += " (the direction differs between β)"
     return text + "."
@@ -269,7 +288,17 @@ def attack_check_reading(check: list[dict[str, Any]], config: MarginStudyConfig)
     strong = np.asarray([c["margin_estimate_strong"] for c in check], np.float64)
     moved = np.asarray([c["moved"] for c in check])
     change = np.asarray([c["change"] for c in check], np.float64)
-    worst = int(np.nanargmin(change)) if np.isfinite(change).any() else 0
+    finite = np.isfinite(change)
+    worst = int(np.nanargmin(change)) if finite.any() else -1
+    if worst >= 0 and change[worst] < 0:
+        fall = (
+            f" (largest fall {100 * -float(change[worst]):.0f} %, {check[worst]['subgroup']}, "
+            f"β={check[worst]['beta']:g})"
+        )
+    elif finite.any():
+        fall = " (no estimate fell)"
+    else:
+        fall = " (no finite change to compare)"
     return (
         f"On {len(check)} examples ({len(check) // max(n_models, 1)} per model, spread over "
         f"the subgroups), the search with a {config.check_factor * config.attack_steps}-step, "
@@ -277,8 +306,7 @@ def attack_check_reading(check: list[dict[str, Any]], config: MarginStudyConfig)
         f"{float(np.median(strong)):.3g} against {float(np.median(est)):.3g} with the study's "
         f"{config.attack_steps}-step, {config.restarts}-restart attack on the same examples; "
         f"{int(np.sum(moved < 0))} estimates fell and {int(np.sum(moved > 0))} rose by more "
-        f"than their bracket (largest fall {100 * -float(np.nan_to_num(change[worst])):.0f} %, "
-        f"{check[worst]['subgroup']}, β={check[worst]['beta']:g}). "
+        f"than their bracket{fall}. "
         + (
             "The margins are upper estimates that a stronger attack still lowers: read "
             "differences between subgroups smaller than that with care."

@@ -56,6 +56,20 @@ def ordering_change(convergence: list[dict[str, Any]], beta: float) -> str | Non
     )
 
 
+def headline_reading(
+    summary: list[dict[str, Any]], beta: float, eps: float, p_omni: float | None, alpha: float
+) -> str:
+    """The highest-median subgroup at (β, ε) with its omnibus p; where the omnibus test does
+    not reject, the sentence says first that no subgroup is least robust by that test."""
+    text = report.reading_highest_median(summary, beta, eps, p_value=p_omni, p_label="omnibus p")
+    if p_omni is not None and not p_omni < alpha:
+        text = (
+            f"No subgroup is least robust at β={beta:g}, ε={eps:g} by the omnibus test "
+            f"(p={p_omni:.2g} ≥ {alpha:g}); descriptively, " + text
+        )
+    return text
+
+
 def convergence_reading(convergence: list[dict[str, Any]]) -> str:
     """How much the subgroup medians move under stronger attacks and other random starts,
     against the gaps between subgroups; computed from ``attack_convergence``."""
@@ -72,6 +86,7 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
         meds = [r["median_default"] for r in convergence if r["beta"] == b]
         gaps.append((max(meds) - min(meds)) / min(meds) if min(meds) > 0 else float("nan"))
     r0 = convergence[0]
+    tol = f"{100 * CONVERGENCE_TOLERANCE:g} %"
 
     def where(bs: list[float]) -> str:
         return "{" + ", ".join(f"{b:g}" for b in bs) + "}"
@@ -85,16 +100,27 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
         for r in convergence
         for c in ("objective_change_doubled", "objective_change_strong")
     ]
+    # each row's own Δc moves against its own spread over random keys
+    within_spread = all(
+        max(abs(r["change_doubled"]), abs(r["change_strong"])) <= r["seed_spread"]
+        for r in convergence
+        if all(np.isfinite(r[c]) for c in ("change_doubled", "change_strong", "seed_spread"))
+    )
     objective_converged = bool(objective_moves) and all(
         np.isfinite(m) and m < CONVERGENCE_TOLERANCE for m in objective_moves
     )
+    doubled_moves = [abs(r.get("objective_change_doubled", np.nan)) for r in convergence]
+    objective_steps_converged = bool(doubled_moves) and all(
+        np.isfinite(m) and m < CONVERGENCE_TOLERANCE for m in doubled_moves
+    )
     if len(ok) == len(betas):
-        verdict = "every subgroup median has converged at every β (both moves < 2 %)"
-    elif objective_converged and largest_move <= seeds["seed_spread"]:
+        verdict = f"every subgroup median has converged at every β (both moves < {tol})"
+    elif objective_converged and within_spread:
         verdict = (
             "Δc has not converged, but the attack has in what it maximises (every median "
-            "latent shift moves < 2 %, below), and Δc's moves are no larger than its spread "
-            f"over independent random starts ({100 * seeds['seed_spread']:.1f} %): a stronger "
+            f"latent shift moves < {tol}, below), and each subgroup's Δc moves are no larger "
+            "than its own spread over independent random starts (up to "
+            f"{100 * seeds['seed_spread']:.1f} %): a stronger "
             "attack lands on other near-optimal δ of almost equal latent shift with another "
             "Δc rather than finding more damage, and that spread is the attack's share of "
             "the uncertainty of Δc"
@@ -102,17 +128,32 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
     elif objective_converged:
         verdict = (
             f"Δc has not converged at β ∈ {where([b for b in betas if b not in ok])}, although "
-            "the attack has in what it maximises (every median latent shift moves < 2 %, "
+            f"the attack has in what it maximises (every median latent shift moves < {tol}, "
             "below): a stronger attack lands on other near-optimal δ whose median Δc differs "
-            f"by up to {100 * largest_move:.1f} %, more than Δc's spread over independent random "
-            f"starts ({100 * seeds['seed_spread']:.1f} %), so Δc differences smaller than that "
-            "are unresolved there"
+            f"by up to {100 * largest_move:.1f} %, for some subgroup more than its own spread "
+            f"over independent random starts (up to {100 * seeds['seed_spread']:.1f} %), so Δc "
+            "differences smaller than that are unresolved there"
         )
     elif len(ok_steps) == len(betas):
+        gains = any(
+            r["change_strong"] >= CONVERGENCE_TOLERANCE for r in convergence if not r["converged"]
+        )
         verdict = (
             f"more steps change nothing, but more random starts do: the attack has not "
-            f"converged over its starts at β ∈ {where([b for b in betas if b not in ok])}, so "
-            "its Δc are lower estimates of the maximum damage there (raise restarts)"
+            f"converged over its starts at β ∈ {where([b for b in betas if b not in ok])}, "
+            + (
+                "so its Δc are lower estimates of the maximum damage there (raise restarts)"
+                if gains
+                else "where they lower Δc rather than raise it: other near-optimal δ, not "
+                "more damage"
+            )
+        )
+    elif objective_steps_converged:
+        verdict = (
+            f"Δc moves when the steps double at β ∈ "
+            f"{where([b for b in betas if b not in ok_steps])}, although the attack's "
+            f"objective moves < {tol} there (below): the steps find other near-optimal δ, "
+            "not more latent shift"
         )
     else:
         verdict = (
@@ -125,7 +166,7 @@ def convergence_reading(convergence: list[dict[str, Any]]) -> str:
         f"median by at most {100 * abs(doubled['change_doubled']):.1f} % ({doubled['subgroup']}, "
         f"β={doubled['beta']:g}); the strong attack ({r0['strong_steps']} steps, "
         f"{r0['strong_restarts']} restarts) by up to {100 * abs(strong['change_strong']):.1f} % "
-        f"({strong['subgroup']}, β={strong['beta']:g}). By the 2 % criterion {verdict}. "
+        f"({strong['subgroup']}, β={strong['beta']:g}). By the {tol} criterion {verdict}. "
         f"{objective_reading(convergence)}"
         f"Over {r0['seeds']} independent random starts a subgroup "
         f"median varies by up to {100 * seeds['seed_spread']:.1f} % ({seeds['subgroup']}, "
@@ -145,6 +186,7 @@ def objective_reading(convergence: list[dict[str, Any]]) -> str:
         return ""
     doubled = max(abs(r["objective_change_doubled"]) for r in rows)
     strong = max(abs(r["objective_change_strong"]) for r in rows)
+    strong_gain = max(r["objective_change_strong"] for r in rows)  # signed: a rise
     dc_doubled = max(abs(r["change_doubled"]) for r in rows)
     text = (
         f"In its own objective, the latent shift ‖μ(x+δ) − μ(x)‖₂, the medians move by at most "
@@ -160,12 +202,76 @@ def objective_reading(convergence: list[dict[str, Any]]) -> str:
             "near-optimal δ of almost equal latent shift that differ in Δc (the random-start "
             "spread below measures that)"
         )
-    if strong >= CONVERGENCE_TOLERANCE:
+    if strong_gain >= CONVERGENCE_TOLERANCE:
         text += (
-            f"; more random starts still find larger shifts (up to {100 * strong:.1f} %), so "
-            "the Δc are lower estimates of the maximum damage"
+            f"; more random starts still find larger shifts (up to {100 * strong_gain:.1f} %), "
+            "so the Δc are lower estimates of the maximum damage"
         )
     return text + ". "
+
+
+def neighbour_reading(at_max: list[dict[str, Any]], k: int, eps: float) -> str:
+    """The subgroup the attack pulls furthest into other subgroups' latent neighbourhoods
+    (ties named), or that it pulls none, against the base rate of an unstructured embedding."""
+    top = max(s["pull"] for s in at_max)
+    tied = [s for s in at_max if s["pull"] == top]
+    first = tied[0]
+    who = f"{first['subgroup']} at β={first['beta']:g}"
+    if len(tied) > 1:
+        who += " (tied with " + ", ".join(f"{s['subgroup']} at β={s['beta']:g}" for s in tied[1:])
+        who += ")"
+    detail = (
+        f"{100 * first['other_before']:.0f} % → {100 * first['other_after']:.0f} % of their "
+        f"{k} nearest latent neighbours are from other subgroups (pull "
+        f"{100 * first['pull']:+.0f} points), against {100 * first['other_base_rate']:.0f} % "
+        "expected with no latent structure (one minus their share of the reference set)"
+    )
+    if top > 0:
+        lead = f"The attack pulls {who} furthest into other subgroups' neighbourhoods: "
+    else:
+        lead = (
+            f"At ε={eps:g} the attack pulls no subgroup into other subgroups' neighbourhoods "
+            f"(every pull ≤ 0); the largest pull is {who}'s: "
+        )
+    return (
+        lead + detail + ". Ranked by pull, not by the share itself, which is high for small "
+        "subgroups by construction."
+    )
+
+
+def eps_trend_reading(summary: list[dict[str, Any]]) -> str:
+    """Whether the gap between the highest and lowest subgroup median grows with ε, per β."""
+    parts = []
+    for beta in sorted({float(r["beta"]) for r in summary}):
+        gaps = []
+        for eps in sorted({float(r["eps"]) for r in summary if float(r["beta"]) == beta}):
+            meds = [
+                float(r["median"])
+                for r in summary
+                if float(r["beta"]) == beta and float(r["eps"]) == eps
+            ]
+            if meds and min(meds) > 0:
+                gaps.append((eps, max(meds) / min(meds) - 1.0))
+        if len(gaps) < 2:
+            continue
+        trend = np.diff([g for _, g in gaps])
+        word = (
+            "grows"
+            if np.all(trend > 0)
+            else "shrinks"
+            if np.all(trend < 0)
+            else "does not change monotonically"
+        )
+        shown = ", ".join(f"{100 * g:.0f} %" for _, g in gaps)
+        parts.append(f"β={beta:g}: {shown} ({word})")
+    text = "Medians with bootstrap 95 % CIs."
+    if parts:
+        text += (
+            " The gap between the highest and lowest subgroup median, by increasing ε, "
+            + "; ".join(parts)
+            + "."
+        )
+    return text
 
 
 def reference_name(config: SubgroupStudyConfig, res: SubgroupResults) -> str:
@@ -218,15 +324,8 @@ def report_sections(
         if unstable is not None:  # a disparity the stronger attack does not reproduce
             readings.append(unstable)
             continue
-        readings.append(
-            report.reading_highest_median(
-                res.summary,
-                beta,
-                eps_max,
-                p_value=omni[0]["p_value"] if omni else None,
-                p_label="omnibus p",
-            )
-        )
+        p_omni = omni[0]["p_value"] if omni else None
+        readings.append(headline_reading(res.summary, beta, eps_max, p_omni, ALPHA))
     if res.omnibus:
         readings.append(omnibus_reading(res.omnibus, ALPHA))
     counts = inputs.sample.counts()
@@ -278,8 +377,7 @@ def report_sections(
         ),
         {
             "heading": "Median Δc against the budget",
-            "reading": "Medians with bootstrap 95 % CIs; curves that separate show a disparity "
-            "that grows with ε.",
+            "reading": eps_trend_reading(res.summary),
             "figure": paths.get("fig_median_vs_eps"),
         },
         {
@@ -325,19 +423,10 @@ def report_sections(
             }
         )
     at_max = [s for s in res.neighbours_summary if s["eps"] == eps_max]
-    pulled = max(at_max, key=lambda s: s["pull"])
     sections.append(
         {
             "heading": "Latent neighbourhoods",
-            "reading": (
-                f"The attack pulls {pulled['subgroup']} at β={pulled['beta']:g} furthest into "
-                f"other subgroups' neighbourhoods: {100 * pulled['other_before']:.0f} % → "
-                f"{100 * pulled['other_after']:.0f} % of their {config.knn_k} nearest latent "
-                f"neighbours are from other subgroups (pull {100 * pulled['pull']:+.0f} points), "
-                f"against {100 * pulled['other_base_rate']:.0f} % expected with no latent "
-                f"structure (one minus their share of the reference set). Ranked by pull, not "
-                f"by the share itself, which is high for small subgroups by construction."
-            ),
+            "reading": neighbour_reading(at_max, config.knn_k, eps_max),
             "figure": paths.get("fig_neighbour_pull"),
         }
     )

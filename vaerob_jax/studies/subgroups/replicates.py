@@ -221,7 +221,8 @@ def replicate_tables(runs: Mapping[int, str | Path]) -> tuple[Rows, Rows]:
                     }
                 )
             run_p.append(p_run)
-            run_top.append(groups[int(np.argmax(table[i]))])
+            top = [g for g, v in zip(groups, table[i], strict=True) if v == table[i].max()]
+            run_top.append("=".join(top))  # ties joined: no subgroup is picked arbitrarily
         res = friedman_test(table, names=groups)
         tests.append(
             {
@@ -250,23 +251,34 @@ def replicate_tables(runs: Mapping[int, str | Path]) -> tuple[Rows, Rows]:
     return medians, tests
 
 
-def _cell_sentence(t: dict[str, Any], alpha: float) -> str:
+def _top_name(top: str) -> str:
+    names = top.split("=")
+    return names[0] if len(names) == 1 else " and ".join(names) + " tied"
+
+
+def _cell_sentence(t: dict[str, Any], alpha: float, n_cells: int) -> str:
     runs = int(t["runs"])
     tops = t["highest_each_run"].split(";")
     distinct = list(dict.fromkeys(tops))
     where = (
-        f"the same subgroup ({tops[0]}) has the highest median in all {runs} runs"
+        f"the same subgroup ({_top_name(tops[0])}) has the highest median in all {runs} runs"
         if len(distinct) == 1
         else "the highest median belongs to "
-        + ", ".join(f"{g} in {tops.count(g)}" for g in distinct)
+        + ", ".join(f"{_top_name(g)} in {tops.count(g)}" for g in distinct)
         + f" of the {runs} runs"
     )
     head = (
-        f"At β={t['beta']:g}, ε={t['eps']:g} {where}; the runs' rankings agree with Kendall's "
-        f"W = {t['kendall_w']:.2f} (Friedman p = {t['p_value']:.3g}, Holm over the cells "
-        f"{t['p_holm']:.3g}; {runs} runs can reach p = {t['min_p']:.2g} at best), and "
-        f"{t['runs_rejecting']} of the {runs} runs' own omnibus tests reject at {alpha:g}."
+        f"At β={t['beta']:g}, ε={t['eps']:g} {where}; the runs' agreement in ranking, Kendall's "
+        f"W, is {t['kendall_w']:.2f} (1 = identical rankings, 0 = none; Friedman p = "
+        f"{t['p_value']:.3g}, Holm over the cells {t['p_holm']:.3g}; {runs} runs can reach "
+        f"p = {t['min_p']:.2g} at best), and {t['runs_rejecting']} of the {runs} runs' own "
+        f"omnibus tests reject at {alpha:g}."
     )
+    if float(t["min_p"]) > alpha / n_cells and not t["p_holm"] < alpha:
+        return head + (
+            f" {runs} runs cannot reject after Holm's adjustment over {n_cells} cells whatever "
+            "their rankings, so this does not test whether the ordering repeats: use more runs."
+        )
     if t["p_holm"] < alpha:
         return head + (
             f" The ordering repeats across training runs: {t['highest']} rank highest on average "
@@ -293,8 +305,8 @@ def replicate_readings(tests: Rows, alpha: float = ALPHA) -> list[str]:
         f"Over {runs} training runs (seeds {tests[0]['seeds'].replace(';', ', ')}), the "
         f"subgroups' ordering by median Δc is reproduced (Friedman, Holm-adjusted p < {alpha:g}) "
         f"in {len(reject)} of {len(tests)} (β, ε) cells ({cells}); at least one run's own "
-        f"omnibus test rejects in {len(run_level)} of them. The smallest p-value {runs} runs can "
-        f"reach is {tests[0]['min_p']:.2g}"
+        f"omnibus test rejects in {len(run_level)} of the {len(tests)}. The smallest p-value "
+        f"{runs} runs can reach is {tests[0]['min_p']:.2g}"
         + (
             f", above the Holm threshold of {alpha / len(tests):.2g} for {len(tests)} cells: "
             "more runs are needed before any cell can reject"
@@ -304,7 +316,9 @@ def replicate_readings(tests: Rows, alpha: float = ALPHA) -> list[str]:
         + "."
     )
     eps_max = max(float(t["eps"]) for t in tests)
-    return [overall] + [_cell_sentence(t, alpha) for t in tests if float(t["eps"]) == eps_max]
+    return [overall] + [
+        _cell_sentence(t, alpha, len(tests)) for t in tests if float(t["eps"]) == eps_max
+    ]
 
 
 def plot_medians_per_run(medians: Rows, path: str | Path) -> None:
