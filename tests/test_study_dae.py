@@ -420,3 +420,23 @@ def test_end_to_end(study, tmp_path):
     _check_convergence_rows_compare_default_and_check_on_the_same_pairs(study)
     _check_table3_accuracies_come_from_the_stored_flags(study)
     _check_rerun_resumes_every_cell_and_refuses_other_settings(study)
+
+
+def test_orderings_and_table3_sentences_follow_the_values():
+    from vaerob_jax.studies.dae.readings import _ordered, table3_reading
+
+    rows = [{"model": m, "v": v} for m, v in (("a", 0.1), ("b", 0.2), ("c", 0.2))]
+    assert _ordered(rows, "v") == "a 0.100 < b 0.200 = c 0.200"
+
+    def t3(model, clean, attacked):
+        return {"model": model, "acc_clean": clean, "acc_attacked": attacked,
+                "drop": clean - attacked}  # fmt: skip
+
+    drops = [t3("GMM-DAE", 0.9, 0.8), t3("VAE", 0.9, 0.3)]
+    assert table3_reading(drops) == (
+        "Smallest accuracy drop: GMM-DAE (0.900 → 0.800); largest: VAE (0.900 → 0.300)."
+    )
+    gain = [t3("GMM-DAE", 0.8, 0.9), t3("VAE", 0.9, 0.3)]
+    assert table3_reading(gain).startswith("The attack raised the latent classifier's accuracy")
+    none = [t3("GMM-DAE", 0.8, 0.9), t3("VAE", 0.8, 0.85)]
+    assert "lowered no model's" in table3_reading(none)

@@ -379,3 +379,20 @@ def test_lambda_ends_sentence_follows_the_attack_rows():
     assert "left the input almost where it was" in still and "Δ/Δ(d = 0) averaged 0.999" in still
     moved = lambda_ends_reading([{"d_norm": 0.3, "ratio": 0.8}], first, 2.0**20, 2.0**-10)
     assert "lowered Δ by 20 %" in moved and "almost where it was" not in moved
+
+
+def test_most_robust_model_is_named_only_where_its_ci_clears_the_runner_up():
+    from vaerob_jax.studies.disentangle.readings import top_model_sentence
+
+    def r(model, mean, half):
+        return {
+            "model": model,
+            "mean_log10_delta": mean,
+            "ci_lo": mean - half,
+            "ci_hi": mean + half,
+        }
+
+    clear = top_model_sentence([r("VAE", 0.0, 0.1), r("Seatbelt", 1.0, 0.1)], 0.0, "p")
+    assert clear == "The most robust, Seatbelt, sits +1.00 decades from the VAE (p)."
+    overlap = top_model_sentence([r("VAE", 0.0, 0.6), r("Seatbelt", 1.0, 0.6)], 0.0, "p")
+    assert "CI overlaps VAE's" in overlap and "most robust," not in overlap

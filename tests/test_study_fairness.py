@@ -215,9 +215,11 @@ def test_count_sentence_changes_with_the_data():
         "attack_gap": 0.0,
         "degenerate": False,
     }
-    assert _count_sentence([up]).startswith("0 of 1") and "clearly the other way: Fig. 4" in (
+    assert _count_sentence([up]).startswith("0 of 1") and "beyond attack_gap): Fig. 4" in (
         _count_sentence([up])
     )
+    # "the other way" needs the same margin over the attack's own movement as "firm"
+    assert "0 went clearly the other way" in _count_sentence([{**up, "attack_gap": 1.5}])
     assert _count_sentence([down]).startswith("1 of 1") and "0 went clearly" in _count_sentence(
         [down]
     )
@@ -262,6 +264,19 @@ def test_claim_rows_read_the_summary_direction():
     assert claims["Fig. 4: natural error rises with λ"]["cis_disjoint"]
     assert not claims["Fig. 4: accuracy-parity violation falls with λ"]["held"]
     assert set(CLAIM_COLUMNS) <= set(next(iter(claims.values())))
+    # §5 follows the group of lowest error at λ = min; with every group tied there is none
+    groups = [row(0.0, "natural", "rate", v, group=g) for g, v in (("0", 0.05), ("1", 0.2))]
+    dists = [
+        dict(part="gmm2d", lam=lam, eps_star=0.0, loss="ce", metric="distance", group=g,
+             value=v, ci_low=v - 0.01, ci_high=v + 0.01)
+        for lam in (0.0, 1.0) for g, v in (("0", 0.5 - 0.1 * lam), ("1", 0.5 + 0.1 * lam))
+    ]  # fmt: skip
+    res = FairnessResults([], [], [], [], [], summary + groups, [], dists, [], {})
+    names = [c["claim"] for c in claim_rows(cfg, res)]
+    assert any("advantaged group's distance falls with λ (group 0" in n for n in names)
+    tied = [dict(r, value=0.1) for r in groups]
+    res = FairnessResults([], [], [], [], [], summary + tied, [], dists, [], {})
+    assert not any(c["claim"].startswith("§5") for c in claim_rows(cfg, res))
 
 
 @pytest.mark.slow

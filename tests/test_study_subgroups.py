@@ -714,3 +714,20 @@ def test_headline_names_a_least_robust_subgroup_only_where_the_omnibus_test_reje
     kept = headline_reading(summary, 1.0, 0.1, 0.065, 0.05)
     assert kept.startswith("No subgroup is least robust at β=1, ε=0.1 by the omnibus test")
     assert "descriptively, young-men have the highest median" in kept
+
+
+def test_lowest_accuracy_sentence_names_ties():
+    from vaerob_jax.studies.subgroups.readings import accuracy_reading
+
+    def r(clf, group, acc, inp="adv_recon"):
+        return {"input": inp, "eps": 0.1, "classifier": clf, "subgroup": group, "beta": 1.0,
+                "accuracy": acc}  # fmt: skip
+
+    rows = [r("age", "old-women", 0.5), r("gender", "young-men", 0.7), r("age", "x", 0.1, "clean")]
+    one = accuracy_reading(rows, 0.1)
+    assert one == (
+        "Lowest accuracy on adversarial reconstructions at ε=0.1 (0.50): the age classifier "
+        "on old-women at β=1."
+    )
+    rows[1]["accuracy"] = 0.5
+    assert "young-men at β=1 (2 tied)" in accuracy_reading(rows, 0.1)

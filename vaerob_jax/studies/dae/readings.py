@@ -169,7 +169,7 @@ def claim_rows(c: DAEStudyConfig, inputs: DAEInputs, res: DAEResults) -> list[di
                     "difference": d,
                     "ci_low": d - spread,
                     "ci_high": d + spread,
-                    "held": bool(d <= 0),
+                    "held": bool(d < 0),  # strict, as every other claim
                     "attack_gap": math.nan,
                     "firm": bool(d < -spread),
                 }
@@ -207,6 +207,32 @@ def _first_pair(res: DAEResults, model_id: str, attack: str, c: DAEStudyConfig) 
     """The headline metric of pair 0 at Fig. 3's budget (the pair the strip shows)."""
     v = paired_values(res.examples, model_id, attack, float(c.strip_budget), HEADLINE[attack])
     return float(v[0])
+
+
+def _ordered(rows: list[dict[str, Any]], column: str) -> str:
+    """'a 0.1 < b 0.2 = c 0.2' for rows sorted by ``column`` (equal values joined by '=')."""
+    out = f"{rows[0]['model']} {rows[0][column]:.3f}" if rows else ""
+    for prev, r in zip(rows, rows[1:], strict=False):
+        sep = " < " if r[column] > prev[column] else " = "
+        out += f"{sep}{r['model']} {r[column]:.3f}"
+    return out
+
+
+def table3_reading(t3: list[dict[str, Any]]) -> str:
+    """Smallest and largest accuracy drop of Table 3's rows (sorted by drop); a negative drop
+    is called a gain."""
+
+    def one(r: dict[str, Any]) -> str:
+        return f"{r['model']} ({r['acc_clean']:.3f} → {r['acc_attacked']:.3f})"
+
+    if t3[0]["drop"] < 0:
+        return (
+            f"The attack raised the latent classifier's accuracy on {one(t3[0])}; largest "
+            f"drop: {one(t3[-1])}."
+            if t3[-1]["drop"] > 0
+            else f"The attack lowered no model's latent-classifier accuracy (e.g. {one(t3[0])})."
+        )
+    return f"Smallest accuracy drop: {one(t3[0])}; largest: {one(t3[-1])}."
 
 
 def _holds(rows: list[dict[str, Any]]) -> str:
@@ -315,11 +341,7 @@ def report_sections(
                 "heading": (
                     f"Table 3: latent classifier, clean → attacked (λ = {c.latent_clf_budget:g})"
                 ),
-                "reading": (
-                    f"Smallest accuracy drop: {t3[0]['model']} ({t3[0]['acc_clean']:.3f} → "
-                    f"{t3[0]['acc_attacked']:.3f}); largest: {t3[-1]['model']} "
-                    f"({t3[-1]['acc_clean']:.3f} → {t3[-1]['acc_attacked']:.3f})."
-                ),
+                "reading": (table3_reading(t3)),
                 "table": res.table3,
                 "columns": (
                     "model",
@@ -374,10 +396,7 @@ def report_sections(
                 if r["kind"] == "coupled" and r["attack"] == "latent" and r["budget"] == lam
             ]
             sel.sort(key=lambda r: r["ms_target_mean"])
-            parts.append(
-                f"λ = {lam:g}: "
-                + " < ".join(f"{r['model']} {r['ms_target_mean']:.3f}" for r in sel)
-            )
+            parts.append(f"λ = {lam:g}: " + _ordered(sel, "ms_target_mean"))
         sections.append(
             {
                 "heading": "Coupling α and latent noise s (003's method only)",

@@ -183,7 +183,8 @@ def claim_rows(config: FairnessStudyConfig, res: FairnessResults) -> list[dict[s
                 )
                 if r["group"] != "all"
             ]
-            if base:
+            # with every group at the same error there is no advantaged group to follow
+            if base and min(r["value"] for r in base) < max(r["value"] for r in base):
                 adv = min(base, key=lambda r: r["value"])["group"]
                 dis = max(base, key=lambda r: r["value"])["group"]
                 out += [
@@ -357,12 +358,19 @@ def _count_sentence(claims: list[dict[str, Any]]) -> str:
         for c in held
         if c["cis_disjoint"] and abs(c["after"] - c["before"]) > c.get("attack_gap", 0.0)
     ]
-    against = [c for c in claims if not c["held"] and c["cis_disjoint"]]
+    against = [
+        c
+        for c in claims
+        if not c["held"]
+        and c["cis_disjoint"]
+        and abs(c["after"] - c["before"]) > c.get("attack_gap", 0.0)
+    ]
     return prefix + (
         f"{len(held)} of {len(claims)} claim checks went the paper's way, {len(firm)} of them "
         "with disjoint 95 % CIs (seeds and test examples resampled) and a change larger than "
         "the stronger check attack moved those models' errors (attack_gap); "
-        f"{len(against)} went clearly the other way"
+        f"{len(against)} went clearly the other way (disjoint CIs and a change beyond "
+        "attack_gap)"
         + (": " + "; ".join(f"{c['claim']} ({c['part']})" for c in against) if against else "")
         + "."
     )

@@ -210,6 +210,21 @@ def objective_reading(convergence: list[dict[str, Any]]) -> str:
     return text + ". "
 
 
+def accuracy_reading(accuracy: list[dict[str, Any]], eps: float) -> str:
+    """The lowest classifier accuracy on adversarial reconstructions at ``eps``, ties named."""
+    rows = [r for r in accuracy if r["input"] == "adv_recon" and r["eps"] == eps]
+    low = min(r["accuracy"] for r in rows)
+    tied = [r for r in rows if r["accuracy"] == low]
+    where = "; ".join(
+        f"the {r['classifier']} classifier on {r['subgroup']} at β={r['beta']:g}" for r in tied
+    )
+    return (
+        f"Lowest accuracy on adversarial reconstructions at ε={eps:g} ({low:.2f}): {where}"
+        + (f" ({len(tied)} tied)" if len(tied) > 1 else "")
+        + "."
+    )
+
+
 def neighbour_reading(at_max: list[dict[str, Any]], k: int, eps: float) -> str:
     """The subgroup the attack pulls furthest into other subgroups' latent neighbourhoods
     (ties named), or that it pulls none, against the base rate of an unstructured embedding."""
@@ -407,18 +422,10 @@ def report_sections(
                 }
             )
     if res.accuracy:
-        worst = min(
-            (r for r in res.accuracy if r["input"] == "adv_recon" and r["eps"] == eps_max),
-            key=lambda r: r["accuracy"],
-        )
         sections.append(
             {
                 "heading": "Attribute classifiers on reconstructions",
-                "reading": (
-                    f"Lowest accuracy on adversarial reconstructions at ε={eps_max:g}: the "
-                    f"{worst['classifier']} classifier on {worst['subgroup']} "
-                    f"at β={worst['beta']:g} ({worst['accuracy']:.2f})."
-                ),
+                "reading": accuracy_reading(res.accuracy, eps_max),
                 "figure": paths.get("fig_classifier_accuracy"),
             }
         )
