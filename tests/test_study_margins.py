@@ -485,3 +485,14 @@ def test_beta_trend_sentence_needs_two_betas_and_follows_the_means():
     assert "σ_min grows" in rising and "‖J‖_F shrinks" in rising and "margin grows" in rising
     mixed = beta_trend_readings([row(1.0, 0.1, 2.0, 0.5), row(5.0, 0.05, 3.0, 0.4)])[0]
     assert "σ_min does not grow" in mixed and "does not shrink" in mixed
+
+
+def test_tau_trend_sentence_follows_the_means():
+    from vaerob_jax.studies.margins.readings import tau_trend_reading
+
+    def rows(margins):
+        return [dict(beta=1.0, tau=t, margin_estimate=m) for t, m in zip((0.0, 0.5, 1.0), margins)]
+
+    assert "β=1: 0.1, 0.2, 0.3 (grows monotonically)" in tau_trend_reading(rows((0.1, 0.2, 0.3)))
+    assert "(does not grow monotonically)" in tau_trend_reading(rows((0.1, 0.3, 0.2)))
+    assert "one τ only" in tau_trend_reading(rows((0.1,)))

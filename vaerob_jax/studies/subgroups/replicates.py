@@ -286,8 +286,9 @@ def _cell_sentence(t: dict[str, Any], alpha: float, n_cells: int) -> str:
         )
     if t["runs_rejecting"]:
         return head + (
-            " A disparity found within a run is not reproduced by retraining here, so it "
-            "describes that trained model, not the training recipe."
+            " A disparity found within a run is not reproduced by retraining here (the "
+            "Friedman test does not reject), so read it as a property of that trained model "
+            "unless more runs show the ordering repeats."
         )
     return head + " Neither the runs nor their comparison show a disparity."
 
