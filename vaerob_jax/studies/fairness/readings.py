@@ -353,18 +353,12 @@ def _count_sentence(claims: list[dict[str, Any]]) -> str:
     if not claims:
         return prefix + "none remain."
     held = [c for c in claims if c["held"]]
-    firm = [
-        c
-        for c in held
-        if c["cis_disjoint"] and abs(c["after"] - c["before"]) > c.get("attack_gap", 0.0)
-    ]
-    against = [
-        c
-        for c in claims
-        if not c["held"]
-        and c["cis_disjoint"]
-        and abs(c["after"] - c["before"]) > c.get("attack_gap", 0.0)
-    ]
+
+    def clear(c: dict[str, Any]) -> bool:  # disjoint CIs and a change beyond the attack's own
+        return bool(c["cis_disjoint"]) and abs(c["after"] - c["before"]) > c.get("attack_gap", 0.0)
+
+    firm = [c for c in held if clear(c)]
+    against = [c for c in claims if not c["held"] and clear(c)]
     return prefix + (
         f"{len(held)} of {len(claims)} claim checks went the paper's way, {len(firm)} of them "
         "with disjoint 95 % CIs (seeds and test examples resampled) and a change larger than "

@@ -235,13 +235,18 @@ def tau_trend_reading(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _critical_rho(n: int) -> float:
+    """Two-sided 5 % critical |rho| of no association for n pairs, 1.96 / sqrt(n - 1) (normal
+    approximation to Spearman's rho under independence)."""
+    return 1.96 / math.sqrt(max(n - 1, 1))
+
+
 def _direction(rho: float, n: int) -> str:
-    """The direction of a Spearman rho in words, claimed only where |rho| exceeds the two-sided
-    5 % critical value of no association, 1.96 / sqrt(n - 1) (normal approximation)."""
+    """The direction of a Spearman rho in words, claimed only beyond its critical value."""
     if not math.isfinite(rho):
         return "undefined (too few examples or constant values)"
-    if abs(rho) * math.sqrt(max(n - 1, 1)) < 1.96:
-        return f"no monotone association at 0.05: |ρ| < {1.96 / math.sqrt(max(n - 1, 1)):.2f}"
+    if abs(rho) < _critical_rho(n):
+        return f"no monotone association at 0.05: |ρ| < {_critical_rho(n):.2f}"
     return (
         "examples with smaller margins are damaged more"
         if rho < 0
@@ -271,7 +276,7 @@ def margin_deviation_reading(joined: list[dict[str, Any]], eps_max: float) -> st
         sizes = {b: sum(float(r["beta"]) == b for r in joined) for b in betas}
 
         def significant(b: float, r: float) -> bool:
-            return math.isfinite(r) and abs(r) * math.sqrt(max(sizes[b] - 1, 1)) >= 1.96
+            return math.isfinite(r) and abs(r) >= _critical_rho(sizes[b])
 
         parts = ", ".join(
             f"β={b:g}: {r:.2f}" + ("*" if significant(b, r) else "") for b, r in per_beta
