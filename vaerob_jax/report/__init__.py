@@ -29,6 +29,7 @@ from vaerob_jax.report.markdown import (
     markdown_table,
     reading_highest_median,
     render_report,
+    tied_extremes,
     write_report,
 )
 from vaerob_jax.report.plotting import (
@@ -67,6 +68,7 @@ __all__ = [
     "plot_vs_beta",
     "rank_average",
     "reading_highest_median",
+    "tied_extremes",
     "relabel_subgroups",
     "render_report",
     "save_figure",

@@ -136,6 +136,16 @@ def _fmt_grid(v: Any) -> str:
     return f"{float(v):.6g}" if isinstance(v, int | float) else str(v)
 
 
+def tied_extremes(
+    rows: Sequence[Mapping[str, Any]], key: str, *, highest: bool
+) -> list[Mapping[str, Any]]:
+    """Every row whose ``key`` equals the highest (or lowest) value, in their order: a reading
+    names ties instead of picking the first of equal values."""
+    values = [float(r[key]) for r in rows]
+    best = max(values) if highest else min(values)
+    return [r for r, v in zip(rows, values, strict=True) if v == best]
+
+
 def reading_highest_median(
     summary_rows: Table,
     beta: float,
@@ -173,7 +183,7 @@ def reading_highest_median(
         raise ValueError(f"reading_highest_median: no rows with a {value} at {where}")
     ranked = sorted(sel, key=lambda r: float(r[value]), reverse=True)
     top = ranked[0]
-    ties = [r["subgroup"] for r in ranked[1:] if float(r[value]) == float(top[value])]
+    ties = [r["subgroup"] for r in tied_extremes(ranked, value, highest=True)[1:]]
     text = f"{top['subgroup']} have the highest {quantity} at {where}: {float(top[value]):.3g}"
     if "ci_low" in top and "ci_high" in top:
         text += f" [95% CI {float(top['ci_low']):.3g}, {float(top['ci_high']):.3g}]"

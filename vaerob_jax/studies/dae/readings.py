@@ -341,7 +341,7 @@ def report_sections(
                 "heading": (
                     f"Table 3: latent classifier, clean → attacked (λ = {c.latent_clf_budget:g})"
                 ),
-                "reading": (table3_reading(t3)),
+                "reading": table3_reading(t3),
                 "table": res.table3,
                 "columns": (
                     "model",

@@ -170,8 +170,8 @@ def smallest_margin_reading(overall: dict[str, Any], groups: list[dict[str, Any]
     zero = float(overall.get("share_zero_margin", 0.0))
     if zero > 0:
         text += f"; {100 * zero:.0f} % of examples are not r-robust even unperturbed (margin 0)"
+    tied = [g["subgroup"] for g in report.tied_extremes(groups, "margin_median", highest=False)]
     low = min(g["margin_median"] for g in groups)
-    tied = [g["subgroup"] for g in groups if g["margin_median"] == low]
     if len(tied) == 1:
         return text + f"; smallest median margin: {tied[0]} ({low:.3g})."
     if len(tied) == len(groups):

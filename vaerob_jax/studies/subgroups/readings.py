@@ -213,8 +213,8 @@ def objective_reading(convergence: list[dict[str, Any]]) -> str:
 def accuracy_reading(accuracy: list[dict[str, Any]], eps: float) -> str:
     """The lowest classifier accuracy on adversarial reconstructions at ``eps``, ties named."""
     rows = [r for r in accuracy if r["input"] == "adv_recon" and r["eps"] == eps]
-    low = min(r["accuracy"] for r in rows)
-    tied = [r for r in rows if r["accuracy"] == low]
+    tied = report.tied_extremes(rows, "accuracy", highest=False)
+    low = tied[0]["accuracy"]
     where = "; ".join(
         f"the {r['classifier']} classifier on {r['subgroup']} at β={r['beta']:g}" for r in tied
     )
@@ -228,9 +228,9 @@ def accuracy_reading(accuracy: list[dict[str, Any]], eps: float) -> str:
 def neighbour_reading(at_max: list[dict[str, Any]], k: int, eps: float) -> str:
     """The subgroup the attack pulls furthest into other subgroups' latent neighbourhoods
     (ties named), or that it pulls none, against the base rate of an unstructured embedding."""
-    top = max(s["pull"] for s in at_max)
-    tied = [s for s in at_max if s["pull"] == top]
+    tied = report.tied_extremes(at_max, "pull", highest=True)
     first = tied[0]
+    top = first["pull"]
     who = f"{first['subgroup']} at β={first['beta']:g}"
     if len(tied) > 1:
         who += " (tied with " + ", ".join(f"{s['subgroup']} at β={s['beta']:g}" for s in tied[1:])

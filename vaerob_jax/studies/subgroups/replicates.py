@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vaerob_jax.report.markdown import Section, write_report
+from vaerob_jax.report.markdown import Section, tied_extremes, write_report
 from vaerob_jax.report.plotting import fmt_num, new_figure, save_figure
 from vaerob_jax.robustness.stats import friedman_test, holm
 from vaerob_jax.studies.subgroups.config import SubgroupStudyConfig
@@ -221,8 +221,9 @@ def replicate_tables(runs: Mapping[int, str | Path]) -> tuple[Rows, Rows]:
                     }
                 )
             run_p.append(p_run)
-            top = [g for g, v in zip(groups, table[i], strict=True) if v == table[i].max()]
-            run_top.append("=".join(top))  # ties joined: no subgroup is picked arbitrarily
+            named = [{"subgroup": g, "median": v} for g, v in zip(groups, table[i], strict=True)]
+            tops = tied_extremes(named, "median", highest=True)
+            run_top.append("=".join(t["subgroup"] for t in tops))  # ties joined, none picked
         res = friedman_test(table, names=groups)
         tests.append(
             {
@@ -251,6 +252,12 @@ def replicate_tables(runs: Mapping[int, str | Path]) -> tuple[Rows, Rows]:
     return medians, tests
 
 
+def _cannot_reject(min_p: float, alpha: float, n_cells: int) -> bool:
+    """Whether the smallest attainable p is above Holm's first threshold alpha / n_cells, so no
+    cell can reject whatever the rankings."""
+    return min_p > alpha / n_cells
+
+
 def _top_name(top: str) -> str:
     names = top.split("=")
     return names[0] if len(names) == 1 else " and ".join(names) + " tied"
@@ -274,7 +281,7 @@ def _cell_sentence(t: dict[str, Any], alpha: float, n_cells: int) -> str:
         f"p = {t['min_p']:.2g} at best), and {t['runs_rejecting']} of the {runs} runs' own "
         f"omnibus tests reject at {alpha:g}."
     )
-    if float(t["min_p"]) > alpha / n_cells and not t["p_holm"] < alpha:
+    if _cannot_reject(float(t["min_p"]), alpha, n_cells):
         return head + (
             f" {runs} runs cannot reject after Holm's adjustment over {n_cells} cells whatever "
             "their rankings, so this does not test whether the ordering repeats: use more runs."
@@ -311,7 +318,7 @@ def replicate_readings(tests: Rows, alpha: float = ALPHA) -> list[str]:
         + (
             f", above the Holm threshold of {alpha / len(tests):.2g} for {len(tests)} cells: "
             "more runs are needed before any cell can reject"
-            if tests[0]["min_p"] > alpha / len(tests)
+            if _cannot_reject(float(tests[0]["min_p"]), alpha, len(tests))
             else ""
         )
         + "."
