@@ -68,12 +68,12 @@ __all__ = [
     "plot_vs_beta",
     "rank_average",
     "reading_highest_median",
-    "tied_extremes",
     "relabel_subgroups",
     "render_report",
     "save_figure",
     "spearman",
     "subgroup_colors",
     "subgroup_order",
+    "tied_extremes",
     "write_report",
 ]
